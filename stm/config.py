@@ -1,0 +1,338 @@
+"""Typed, validated configuration between ``params.yaml`` and the code.
+
+``params.yaml`` has a top-level ``profile`` and one group per stage. Each group holds the values of
+the default ``embedded`` profile, plus an optional ``profiles:`` mapping with per-profile overrides
+(``smoke``, ``paper``). A stage resolves only its own group, so DVC reruns only what a change
+touches. Every group is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or
+an impossible value fails at once with the file and the dotted key named.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stm import paths
+
+PROFILES = ("embedded", "smoke", "paper")
+SPLIT_NAMES = ("med_real", "med_synth", "search", "nlu")
+EXPERTS = (*SPLIT_NAMES, "all")
+VARIANTS = ("ft", "shn", "po", "shn_po")
+
+
+class ConfigError(ValueError):
+    """A bad value in a params file; the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------------------- assets
+class AssetsConfig(Strict):
+    backbones: list[str] = Field(
+        default=["smollm2"],
+        description="Backbone ids: an embedded asset id (smollm2, gemma3-270m) or a HF hub id / local path.",
+    )
+    extra: list[str] = Field(default=["minilm", "pubmed"], description="Non-backbone assets to fetch.")
+
+
+# ------------------------------------------------------------------------------------------- data
+class GenerationConfig(Strict):
+    """Decoding settings of a generator; recorded next to every generation."""
+
+    kind: Literal["local", "openai"] = "local"
+    model: str = "smollm2"
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint (kind=openai).")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable holding the key.")
+    batch_size: int = Field(default=8, ge=1)
+    max_new_tokens: int = Field(default=64, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    seed: int = 13
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+
+
+class EvalSetConfig(Strict):
+    corpus_size: int = Field(default=600, ge=10, description="Abstracts per evaluation corpus.")
+    test_queries: int = Field(default=120, ge=5)
+    dev_queries: int = Field(default=60, ge=5)
+
+
+class DataConfig(Strict):
+    source: Literal["pubmed", "bmretriever"] = "pubmed"
+    seed: int = 13
+    split_sizes: dict[str, int] = Field(
+        default={"med_real": 1200, "med_synth": 600, "search": 1200, "nlu": 1200},
+        description="Triples per expert split.",
+    )
+    miner: Literal["bm25", "minilm"] = "bm25"
+    mine_top_k: int = Field(default=30, ge=2)
+    max_passage_words: int = Field(default=180, ge=20)
+    eval: EvalSetConfig = EvalSetConfig()
+    med_synth_generator: GenerationConfig = GenerationConfig(max_new_tokens=40)
+    bmretriever_path: str | None = Field(
+        default=None, description="paper profile: local ft_data.json, else the hub dataset is used."
+    )
+    bmretriever_negatives: str | None = Field(
+        default=None, description="Optional released synthetic negatives (parquet/jsonl, or hub id)."
+    )
+
+    @field_validator("split_sizes")
+    @classmethod
+    def _splits(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = set(v) - set(SPLIT_NAMES)
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; expected {list(SPLIT_NAMES)}")
+        if any(n < 0 for n in v.values()):
+            raise ValueError("split sizes must be >= 0")
+        return v
+
+
+# ------------------------------------------------------------------------------------- evaluation
+class FormatConfig(Strict):
+    """How text reaches the encoder: recorded in every result file."""
+
+    query_template: str = "{instruction}\nQuery: {query}"
+    passage_template: str = "Represent this passage\npassage: {passage}"
+    pooling: Literal["lasttoken", "mean"] = "lasttoken"
+    padding_side: Literal["left", "right"] = "left"
+    append_eos: bool = True
+    max_query_tokens: int = Field(default=64, ge=8)
+    max_passage_tokens: int = Field(default=160, ge=16)
+
+    @field_validator("query_template")
+    @classmethod
+    def _qt(cls, v: str) -> str:
+        if "{query}" not in v:
+            raise ValueError("query_template must contain {query}")
+        return v
+
+    @field_validator("passage_template")
+    @classmethod
+    def _pt(cls, v: str) -> str:
+        if "{passage}" not in v:
+            raise ValueError("passage_template must contain {passage}")
+        return v
+
+
+class EvaluationConfig(Strict):
+    tasks: list[str] = Field(
+        default=["pubmed-keywords", "pubmed-claims", "pubmed-covid", "pubmed-mesh"],
+        description="Embedded task names, MTEB task names, or paths to local BEIR folders.",
+    )
+    split: Literal["test", "dev"] = "test"
+    baselines: list[Literal["bm25", "minilm"]] = ["bm25", "minilm"]
+    batch_size: int = Field(default=32, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    format: FormatConfig = FormatConfig()
+
+
+# -------------------------------------------------------------------------------------- synthesis
+class SynthesisConfig(Strict):
+    generator: GenerationConfig = GenerationConfig(max_new_tokens=96)
+    splits: list[str] = list(SPLIT_NAMES)
+    rows_per_split: int | None = Field(default=None, ge=1, description="Cap on rows to rewrite (None: all).")
+    mode: Literal["replace", "add"] = "replace"
+    min_words: int = Field(default=12, ge=1)
+    max_words: int = Field(default=250, ge=2)
+    max_similarity: float = Field(default=0.85, gt=0, le=1, description="Reject near-copies above this ratio.")
+
+    @model_validator(mode="after")
+    def _words(self) -> "SynthesisConfig":
+        if self.min_words >= self.max_words:
+            raise ValueError("min_words must be < max_words")
+        return self
+
+
+# ---------------------------------------------------------------------------------------- prompts
+class GepaConfig(Strict):
+    budget: Literal["light", "medium", "heavy"] = "light"
+    max_metric_calls: int | None = Field(default=None, ge=1, description="Overrides the budget's call count.")
+    train_examples: int | None = Field(default=None, ge=1)
+    reflection_minibatch_size: int | None = Field(default=None, ge=1)
+
+
+class PromptsConfig(Strict):
+    optimizer: Literal["none", "gp", "gepa"] = "gp"
+    gp_sizes: list[int] = [10, 20, 50, 100]
+    gp_size: int = Field(default=10, ge=1, description="Pool size used by the PO variant.")
+    splits: list[str] = list(SPLIT_NAMES)
+    generator: GenerationConfig = GenerationConfig(max_new_tokens=48, temperature=1.0)
+    gepa: GepaConfig = GepaConfig()
+    seed: int = 13
+
+    @model_validator(mode="after")
+    def _gp(self) -> "PromptsConfig":
+        if self.gp_size not in self.gp_sizes:
+            raise ValueError(f"gp_size {self.gp_size} must be one of gp_sizes {self.gp_sizes}")
+        return self
+
+
+# --------------------------------------------------------------------------------------- training
+class LoraSettings(Strict):
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class TrainingConfig(Strict):
+    backbone: str = "smollm2"
+    experts: list[str] = list(EXPERTS)
+    variant: Literal["ft", "shn", "po", "shn_po"] = "ft"
+    lora: LoraSettings = LoraSettings()
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_steps: int = Field(default=10, ge=0)
+    batch_size: int = Field(default=16, ge=2, description="Global batch (triples per step).")
+    max_steps: int | None = Field(default=60, ge=1, description="None: one epoch.")
+    epochs: float = Field(default=1.0, gt=0)
+    max_train_rows: int | None = Field(default=None, ge=2, description="Subsample a split (Figure 4).")
+    temperature: float = Field(default=0.05, gt=0, le=1)
+    hard_negatives_in_denominator: Literal["own", "all"] = Field(
+        default="all",
+        description="own: the paper's formula (only q_i's hard negative); all: every hard negative in the batch (MNRL).",
+    )
+    gather_across_devices: bool = True
+    bidirectional: bool = False
+    gradient_checkpointing: bool = False
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    checkpoint_every: int = Field(default=20, ge=1)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    seed: int = 13
+    format: FormatConfig = FormatConfig()
+
+    @field_validator("experts")
+    @classmethod
+    def _experts(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if e not in EXPERTS]
+        if bad:
+            raise ValueError(f"unknown expert(s) {bad}; expected a subset of {list(EXPERTS)}")
+        return v
+
+
+# ---------------------------------------------------------------------------------------- merging
+class MergeSearchConfig(Strict):
+    strategy: Literal["grid", "random", "cmaes"] = "grid"
+    budget: int = Field(default=24, ge=1, description="Candidates scored per method.")
+    alphas: list[float] = [round(0.1 * i, 1) for i in range(10)]
+    densities: list[float] = [round(0.1 * i, 1) for i in range(1, 10)]
+    ndcg_weight: float = Field(
+        default=0.5, ge=0, le=1, description="score = w * nDCG@10 + (1 - w) * Recall@10, averaged over dev tasks."
+    )
+    seed: int = 13
+
+    @field_validator("alphas", "densities")
+    @classmethod
+    def _unit(cls, v: list[float]) -> list[float]:
+        if not v or any(x < 0 or x > 1 for x in v):
+            raise ValueError("values must lie in [0, 1]")
+        return v
+
+
+class MergingConfig(Strict):
+    methods: list[Literal["linear", "ties", "task_arithmetic", "dare_ties"]] = ["linear", "ties"]
+    experts: list[str] = list(SPLIT_NAMES)
+    search: MergeSearchConfig = MergeSearchConfig()
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+# -------------------------------------------------------------------------------------- ablations
+class AblationsConfig(Strict):
+    variant_expert: str = "search"
+    variants: list[str] = list(VARIANTS)
+    sizes: list[int] = [100, 400, 1200]
+    seeds: list[int] = [1, 2, 3]
+    size_expert: str = "all"
+    pretrain_rows: int = Field(default=1200, ge=2)
+    steps: int = Field(default=30, ge=1)
+
+
+class FiguresConfig(Strict):
+    dpi: int = Field(default=120, ge=50)
+
+
+GROUPS: dict[str, type[Strict]] = {
+    "assets": AssetsConfig,
+    "data": DataConfig,
+    "evaluation": EvaluationConfig,
+    "synthesis": SynthesisConfig,
+    "prompts": PromptsConfig,
+    "training": TrainingConfig,
+    "merging": MergingConfig,
+    "ablations": AblationsConfig,
+    "figures": FiguresConfig,
+}
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_params(path: Path | None = None) -> dict[str, Any]:
+    path = Path(path or paths.PARAMS)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return raw
+
+
+def active_profile(raw: dict[str, Any], path: Path | str = "params.yaml") -> str:
+    profile = raw.get("profile", "embedded")
+    if profile not in PROFILES:
+        raise ConfigError(f"{path}: profile: {profile!r} is not one of {list(PROFILES)}")
+    return profile
+
+
+def load(group: str, path: Path | None = None, profile: str | None = None, **overrides: Any):
+    """Resolve and validate one group: ``load("training")`` -> ``TrainingConfig``."""
+    path = Path(path or paths.PARAMS)
+    if group not in GROUPS:
+        raise ConfigError(f"unknown params group {group!r}; expected one of {list(GROUPS)}")
+    raw = read_params(path)
+    unknown = set(raw) - set(GROUPS) - {"profile"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
+    profile = profile or active_profile(raw, path)
+    section = raw.get(group) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: {group}: must be a mapping")
+    per_profile = section.pop("profiles", {}) or {}
+    bad = set(per_profile) - set(PROFILES)
+    if bad:
+        raise ConfigError(f"{path}: {group}.profiles: unknown profile(s) {sorted(bad)}")
+    resolved = _deep_merge(section, per_profile.get(profile) or {})
+    resolved = _deep_merge(resolved, overrides)
+    return validate(group, resolved, source=f"{path} (profile {profile})")
+
+
+def validate(group: str, values: dict[str, Any], source: str = "<dict>"):
+    try:
+        return GROUPS[group].model_validate(values)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in (group, *err["loc"]))
+            lines.append(f"{source}: {key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def dump(cfg: BaseModel) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

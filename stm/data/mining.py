@@ -1,0 +1,88 @@
+"""Hard-negative mining: sample one negative from a first-stage retriever's top-k.
+
+The positive and its near-duplicates (same source id, or nearly the same text) are excluded, which
+guards against the "mined negative is really a false negative" failure seen in FlagEmbedding #850.
+Miners form a registry: ``bm25`` (bm25s, as in the paper's BM25 baseline) and ``minilm``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+MINERS: dict[str, Callable[[Sequence[str], Sequence[str], int], np.ndarray]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        MINERS[name] = fn
+        return fn
+
+    return deco
+
+
+@register("bm25")
+def bm25_topk(corpus: Sequence[str], queries: Sequence[str], k: int) -> np.ndarray:
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(list(corpus), stopwords="en", show_progress=False), show_progress=False)
+    k = min(k, len(corpus))
+    docs, _ = retriever.retrieve(bm25s.tokenize(list(queries), stopwords="en", show_progress=False), k=k,
+                                 show_progress=False, n_threads=1)
+    return np.asarray(docs)
+
+
+@register("minilm")
+def minilm_topk(corpus: Sequence[str], queries: Sequence[str], k: int) -> np.ndarray:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from stm.data.assets import asset_dir
+
+    model = SentenceTransformer(str(asset_dir("minilm")), device="cpu")
+    c = model.encode(list(corpus), convert_to_tensor=True, normalize_embeddings=True, batch_size=64)
+    q = model.encode(list(queries), convert_to_tensor=True, normalize_embeddings=True, batch_size=64)
+    return torch.topk(q @ c.T, k=min(k, len(corpus)), dim=1).indices.numpy()
+
+
+def _words(text: str) -> set[str]:
+    return set(text.lower().split())
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
+def mine_negatives(
+    queries: Sequence[str],
+    positive_idx: Sequence[int],
+    corpus: Sequence[str],
+    corpus_ids: Sequence[str],
+    miner: str = "bm25",
+    k: int = 30,
+    seed: int = 13,
+    near_duplicate: float = 0.8,
+) -> list[int]:
+    """Return, per query, the corpus index of one sampled hard negative."""
+    if miner not in MINERS:
+        raise ValueError(f"unknown miner {miner!r}; known: {sorted(MINERS)}")
+    top = MINERS[miner](corpus, queries, k + 1)
+    rng = random.Random(seed)
+    out = []
+    for i, pos in enumerate(positive_idx):
+        pos_words = _words(corpus[pos])
+        cands = [
+            int(j)
+            for j in top[i]
+            if int(j) != pos
+            and corpus_ids[int(j)] != corpus_ids[pos]
+            and _jaccard(_words(corpus[int(j)]), pos_words) < near_duplicate
+        ]
+        if not cands:  # fall back to a random non-positive passage
+            cands = [j for j in rng.sample(range(len(corpus)), min(len(corpus), 10)) if j != pos]
+        out.append(rng.choice(cands[:k]))
+    return out

@@ -1,0 +1,1 @@
+"""Evaluation: tasks (embedded, local BEIR, MTEB), encoders, and one ``evaluate`` backed by mteb."""

@@ -1,0 +1,133 @@
+"""Evaluation tasks from a registry: embedded PubMed tasks, any local BEIR folder, or MTEB task names.
+
+Every task carries the query instruction used at test time. For the paper's 12 MTEB tasks these are
+the per-task instructions of the authors' evaluation config (digest section 5.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stm import paths
+from stm.data.beir import read_beir, read_meta
+from stm.data.build import TASKS as EMBEDDED_TASKS
+
+
+class TaskError(ValueError):
+    pass
+
+
+_Q_MED = "Given a question by a medical professional, retrieve relevant passages that best answer the question"
+_Q_DOCS = "Given a question, retrieve relevant documents that best answer the question"
+_CLAIM = "Given a claim, retrieve documents that support or refute the claim"
+# name: (group, instruction, hf_subsets)
+PAPER_TASKS: dict[str, tuple[str, str, list[str] | None]] = {
+    "FeedbackQARetrieval": ("medical", _Q_MED, None),
+    "MedicalQARetrieval": ("medical", _Q_MED, None),
+    "CUREv1": ("medical", _Q_DOCS, ["en"]),
+    "PublicHealthQA": ("medical", _Q_MED, ["english"]),
+    "NFCorpus": ("medical", _Q_DOCS, None),
+    "TRECCOVID": ("medical", "Given a query on COVID-19, retrieve documents that answer the query", None),
+    "SciFact": ("medical", "Given a scientific claim, retrieve documents that support or refute the claim", None),
+    "SCIDOCS": ("general", "Given a scientific paper title, retrieve paper abstracts that are cited by the given paper", None),
+    "NanoFEVERRetrieval": ("general", _CLAIM, None),
+    "ArguAna": ("general", "Given a claim, retrieve arguments that support or refute the claim", None),
+    "NanoQuoraRetrieval": ("general", "Given a question, retrieve semantically similar questions", None),
+    "FiQA2018": ("general", _Q_DOCS, None),
+}
+DEFAULT_INSTRUCTION = _Q_DOCS
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str  # "embedded" | "beir" | "mteb"
+    group: str
+    instruction: str
+    split: str
+    folder: Path | None = None
+
+    def record(self) -> dict:
+        from stm.io import tree_hash
+
+        rec = {"name": self.name, "kind": self.kind, "group": self.group, "instruction": self.instruction,
+               "split": self.split}
+        if self.folder is not None:
+            rec["data_hash"] = tree_hash(self.folder)
+        return rec
+
+
+def resolve(spec: str, split: str = "test", root: Path | None = None) -> TaskSpec:
+    """Map a task string to a :class:`TaskSpec`; an unknown name fails listing what is known."""
+    root = Path(root or paths.TASKS)
+    if spec in EMBEDDED_TASKS:
+        folder = root / split / spec
+        if not folder.exists():
+            raise TaskError(f"embedded task {spec!r} ({split}) not built yet: {folder} missing; run the data stage")
+        info = EMBEDDED_TASKS[spec]
+        return TaskSpec(spec, "embedded", info["group"], info["instruction"], split, folder)
+    if spec in PAPER_TASKS:
+        group, instruction, _ = PAPER_TASKS[spec]
+        return TaskSpec(spec, "mteb", group, instruction, split)
+    folder = Path(spec)
+    if folder.is_dir() and (folder / "corpus.jsonl").exists():
+        meta = read_meta(folder)
+        return TaskSpec(meta.get("name", folder.name), "beir", meta.get("group", "local"),
+                        meta.get("instruction", DEFAULT_INSTRUCTION), split, folder)
+    raise TaskError(
+        f"unknown task {spec!r}: not an embedded task {sorted(EMBEDDED_TASKS)}, not one of the paper's MTEB tasks "
+        f"{sorted(PAPER_TASKS)}, and not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)"
+    )
+
+
+def to_mteb(task: TaskSpec):
+    """An mteb task object: a local-data subclass for folders, the registry task for MTEB names."""
+    import mteb
+
+    if task.kind == "mteb":
+        _, _, subsets = PAPER_TASKS[task.name]
+        t = mteb.get_task(task.name, eval_splits=[task.split], hf_subsets=subsets)
+        t.metadata = t.metadata.model_copy(update={"prompt": {"query": task.instruction}})
+        return t
+    return _local_task(task)
+
+
+def _local_task(task: TaskSpec):
+    import datasets
+    from mteb.abstasks import AbsTaskRetrieval
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    data = read_beir(task.folder, task.split)
+
+    class LocalBeirTask(AbsTaskRetrieval):
+        metadata = TaskMetadata(
+            name=task.name,
+            dataset={"path": f"local/{task.name}", "revision": task.record().get("data_hash", "local")},
+            description=f"Local BEIR folder {task.folder}",
+            type="Retrieval",
+            modalities=["text"],
+            category="t2t",
+            reference=None,
+            eval_splits=[task.split],
+            eval_langs=["eng-Latn"],
+            main_score="ndcg_at_10",
+            date=None,
+            domains=["Medical"],
+            task_subtypes=[],
+            license="not specified",
+            annotations_creators="derived",
+            dialect=[],
+            sample_creation="found",
+            bibtex_citation="",
+            prompt={"query": task.instruction},
+        )
+
+        def load_data(self, **kwargs):
+            corpus = datasets.Dataset.from_dict({"id": list(data.corpus), "text": list(data.corpus.values())})
+            queries = datasets.Dataset.from_dict({"id": list(data.queries), "text": list(data.queries.values())})
+            self.dataset = {"default": {task.split: {"corpus": corpus, "queries": queries,
+                                                     "relevant_docs": data.qrels, "top_ranked": None}}}
+            self.data_loaded = True
+
+    return LocalBeirTask()

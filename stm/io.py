@@ -1,0 +1,127 @@
+"""Small I/O helpers shared by every stage: atomic writes, checked JSONL, hashes, run records."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and line."""
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto ``target`` only if the block succeeds.
+
+    Works for files and folders, so no half-written output is ever taken as done.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    try:
+        yield tmp
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: Path | str, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+
+
+def write_jsonl(path: Path | str, rows: Iterable[dict]) -> Path:
+    with atomic_path(path) as tmp, tmp.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def iter_jsonl(path: Path | str, required: Iterable[str] = (), nonempty: Iterable[str] = ()) -> Iterator[dict]:
+    """Yield rows of a JSONL file; a malformed line or a missing/empty field names file and line."""
+    path = Path(path)
+    required, nonempty = tuple(required), tuple(nonempty)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    with path.open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing field(s) {missing}; found {sorted(row)}")
+            empty = [k for k in nonempty if not str(row.get(k, "")).strip()]
+            if empty:
+                raise DataError(f"{path}:{lineno}: empty field(s) {empty}")
+            yield row
+
+
+def read_jsonl(path: Path | str, required: Iterable[str] = (), nonempty: Iterable[str] = ()) -> list[dict]:
+    return list(iter_jsonl(path, required, nonempty))
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tree_hash(path: Path | str) -> str:
+    """A short content hash of a file or a folder (names and bytes), for run records."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        h.update(str(p.relative_to(path.parent if path.is_file() else path)).encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()[:16]
+
+
+def environment_record() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+    }

@@ -1,0 +1,147 @@
+"""Text generators behind one interface, chosen by name from a registry.
+
+* ``local``: a Hugging Face causal LM run in-process with batched generation (SmolLM2 by default;
+  chat template when the model has one, plain completion otherwise).
+* ``openai``: any endpoint speaking the OpenAI chat API (vLLM, OpenAI, Ollama) via the official
+  ``openai`` client. The key is read from an environment variable and never stored anywhere.
+
+A generator returns ``None`` for a prompt it could not answer (an API error after retries); callers
+count those and fall back. An unreachable endpoint fails fast with :class:`GeneratorError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from stm.config import GenerationConfig
+
+log = logging.getLogger(__name__)
+
+
+class GeneratorError(RuntimeError):
+    pass
+
+
+class Generator(Protocol):
+    id: str
+
+    def generate(self, prompts: Sequence[str]) -> list[str | None]: ...
+
+    def settings(self) -> dict: ...
+
+
+GENERATORS: dict[str, Callable[[GenerationConfig], Generator]] = {}
+
+
+def register(name: str):
+    def deco(cls):
+        GENERATORS[name] = cls
+        return cls
+
+    return deco
+
+
+def build_generator(cfg: GenerationConfig) -> Generator:
+    try:
+        factory = GENERATORS[cfg.kind]
+    except KeyError:
+        raise GeneratorError(f"unknown generator kind {cfg.kind!r}; known: {sorted(GENERATORS)}") from None
+    return factory(cfg)
+
+
+def _public_settings(cfg: GenerationConfig) -> dict:
+    # everything that moves the output, and nothing secret (the key itself is never in cfg)
+    keep = ("kind", "model", "base_url", "max_new_tokens", "temperature", "top_p", "seed")
+    return {k: getattr(cfg, k) for k in keep}
+
+
+@register("local")
+class LocalGenerator:
+    def __init__(self, cfg: GenerationConfig):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from stm.data.assets import resolve_model
+
+        self.cfg = cfg
+        path = resolve_model(cfg.model)
+        self.id = f"local:{cfg.model}"
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+        self.chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self._torch = torch
+
+    def settings(self) -> dict:
+        return _public_settings(self.cfg) | {"chat_template": self.chat}
+
+    def _render(self, prompt: str) -> str:
+        if not self.chat:
+            return prompt
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+
+    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+        torch = self._torch
+        torch.manual_seed(self.cfg.seed)
+        batch = self.tokenizer(
+            [self._render(p) for p in prompts], return_tensors="pt", padding=True, truncation=True, max_length=768
+        )
+        sample = self.cfg.temperature > 0
+        with torch.inference_mode():
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=self.cfg.max_new_tokens,
+                do_sample=sample,
+                temperature=self.cfg.temperature if sample else None,
+                top_p=self.cfg.top_p if sample else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                repetition_penalty=1.15,
+            )
+        new = out[:, batch["input_ids"].shape[1] :]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+@register("openai")
+class OpenAIGenerator:
+    def __init__(self, cfg: GenerationConfig):
+        import openai
+
+        self.cfg = cfg
+        self.id = f"openai:{cfg.model}@{cfg.base_url or 'default'}"
+        key = os.environ.get(cfg.api_key_env)
+        if not key and cfg.base_url is None:
+            raise GeneratorError(f"generator {self.id}: environment variable {cfg.api_key_env} is not set")
+        self._openai = openai
+        self.client = openai.OpenAI(
+            base_url=cfg.base_url, api_key=key or "EMPTY", timeout=cfg.timeout_s, max_retries=cfg.max_retries
+        )
+
+    def settings(self) -> dict:
+        return _public_settings(self.cfg)
+
+    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+        out: list[str | None] = []
+        for prompt in prompts:
+            try:
+                resp = self.client.chat.completions.create(
+                    model=self.cfg.model,
+                    messages=[{"role": "user", "content": prompt}],
+                    max_tokens=self.cfg.max_new_tokens,
+                    temperature=self.cfg.temperature,
+                    top_p=self.cfg.top_p,
+                    seed=self.cfg.seed,
+                )
+                out.append((resp.choices[0].message.content or "").strip())
+            except self._openai.APIConnectionError as e:
+                raise GeneratorError(f"generator {self.id}: endpoint unreachable ({e.__class__.__name__})") from None
+            except self._openai.APIError as e:
+                log.warning("generator %s: request failed (%s); row counted as failed", self.id, e.__class__.__name__)
+                out.append(None)
+        return out

@@ -1,0 +1,1 @@
+"""Stage 2 of STM: LoRA + InfoNCE training of decoder LLMs into retrieval experts."""

@@ -1,0 +1,53 @@
+"""Training rows for one expert and variant (FT, SHN, PO, SHN+PO), read from the shared triple files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from stm import paths
+from stm.config import SPLIT_NAMES, TrainingConfig
+from stm.data.schema import read_triples
+from stm.io import DataError, read_json, sha256_file
+
+
+def split_files(expert: str, variant: str, processed: Path | None = None) -> list[Path]:
+    """The triple files an expert trains on: its split, or the union of the four for ``all``."""
+    processed = Path(processed or paths.PROCESSED)
+    splits = SPLIT_NAMES if expert == "all" else (expert,)
+    base = processed / ("synthesis/shn" if variant in ("shn", "shn_po") else "splits")
+    return [base / f"{s}.jsonl" for s in splits]
+
+
+def prompts_file(processed: Path | None = None) -> Path:
+    return Path(processed or paths.PROCESSED) / "prompts" / "selected.json"
+
+
+def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None) -> tuple[list[dict], dict]:
+    """Read, check and prepare the rows; returns (rows, record of files, hashes and prompts)."""
+    files = split_files(expert, cfg.variant, processed)
+    for f in files:  # fail before any compute, naming the file
+        if not f.exists():
+            hint = "run the synthesis stage" if "shn" in str(f) else "run the data stage"
+            raise DataError(f"{f}: training file missing for expert {expert!r} ({cfg.variant}); {hint}")
+    rows = [r for f in files for r in read_triples(f)]
+    record = {"files": {str(f.relative_to(f.parents[2])): sha256_file(f) for f in files}}
+    rng = random.Random(cfg.seed)
+    if cfg.max_train_rows and len(rows) > cfg.max_train_rows:
+        rows = rng.sample(rows, cfg.max_train_rows)
+    if cfg.variant in ("po", "shn_po"):
+        pf = prompts_file(processed)
+        if not pf.exists():
+            raise DataError(f"{pf}: optimized prompts missing for variant {cfg.variant!r}; run the prompts stage")
+        selected = read_json(pf)
+        pools = selected.get("pools", {})
+        for r in rows:
+            pool = pools.get(r["split"]) or pools.get("*")
+            if not pool:
+                raise DataError(f"{pf}: no prompt pool for split {r['split']!r} (found {sorted(pools)})")
+            r["instruction"] = rng.choice(pool)
+        record["prompts"] = {"file": str(pf.name), "sha256": sha256_file(pf), "optimizer": selected.get("optimizer")}
+    if len(rows) < 2:
+        raise DataError(f"expert {expert!r}: {len(rows)} training rows in {[str(f) for f in files]}; need at least 2")
+    record["rows"] = len(rows)
+    return rows, record

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from stm.paths import setup_environment  # noqa: E402
+
+setup_environment()
+
+from tiny import TEXTS, WORDS, make_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+def make_triples(n: int, split: str, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = rng.sample(WORDS, 8)
+        rows.append({
+            "id": f"{split}-{i:06d}", "split": split, "instruction": "retrieve relevant abstract",
+            "query": " ".join(words[:3]), "positive": " ".join(words[:3] + rng.sample(WORDS, 6)),
+            "negative": " ".join(rng.sample(WORDS, 9)), "pos_id": f"p{i}", "neg_id": f"n{i}",
+            "source": "test", "negative_source": "random",
+        })
+    return rows
+
+
+@pytest.fixture()
+def processed(tmp_path) -> Path:
+    """A processed-data folder with four small splits and their union, in the real schema."""
+    from stm.config import SPLIT_NAMES
+    from stm.io import write_jsonl
+
+    root = tmp_path / "processed"
+    allrows = []
+    for k, split in enumerate(SPLIT_NAMES):
+        rows = make_triples(24, split, seed=k)
+        write_jsonl(root / "splits" / f"{split}.jsonl", rows)
+        allrows += rows
+    write_jsonl(root / "splits" / "all.jsonl", allrows)
+    return root
+
+
+@pytest.fixture()
+def texts() -> list[str]:
+    return list(TEXTS)
