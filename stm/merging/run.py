@@ -1,0 +1,115 @@
+"""The merging stage: search weights on dev tasks, build the chosen merges with MergeKit, evaluate on test."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from stm import paths
+from stm.config import EvaluationConfig, MergingConfig, dump
+from stm.evaluation.encoders import DecoderEncoder
+from stm.evaluation.harness import evaluate
+from stm.evaluation.run import dev_score, task_specs
+from stm.io import atomic_path, read_json, write_json
+from stm.merging.inmemory import DeltaMerger, coefficients
+from stm.merging.methods import get_method, mergekit_config, run_mergekit
+from stm.merging.search import Candidate, best, search
+from stm.training.export import export_sentence_transformers, load_retriever
+from stm.training.model import load_backbone
+
+log = logging.getLogger(__name__)
+
+
+def save_full_model(source: Path | str, out: Path, record: dict) -> Path:
+    """An adapter merged into its base (``merge_and_unload``), or the bare base, as a plain HF folder."""
+    if (out / "config.json").exists():
+        return out
+    if Path(source, "adapter_config.json").exists():
+        retriever, _ = load_retriever(source, dtype="float32")
+        model, tok = retriever.model, retriever.tokenizer
+    else:
+        model, tok = load_backbone(str(source), "float32", record.get("bidirectional", False))
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(tmp / "stm_retriever.json", record)
+    return out
+
+
+def model_card(method: str, experts: list[str], chosen: dict, dev: float, test: dict, strategy: str) -> str:
+    rows = "\n".join(f"| {e} | {w} | {d} |" for e, w, d in
+                     zip(experts, chosen["weights"], chosen.get("densities") or ["-"] * len(experts), strict=True))
+    scores = "\n".join(f"| {t} | {s['ndcg_at_10']:.4f} |" for t, s in test["scores"].items())
+    return (f"# STM merged retriever ({method})\n\nMerged with mergekit 0.1.5 from LoRA experts, weights chosen by "
+            f"`{strategy}` search on dev tasks (dev score {dev:.4f}).\n\n| expert | weight | density |\n|---|---|---|\n"
+            f"{rows}\n\nTest nDCG@10:\n\n| task | nDCG@10 |\n|---|---|\n{scores}\n\n"
+            "Load with `SentenceTransformer(path)`; pooling, prompts, EOS and left padding are kept.\n")
+
+
+def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], out_root: Path | None = None,
+        results: Path | None = None) -> dict:
+    out_root = Path(out_root or paths.MERGED)
+    names = list(adapters)
+    adapter_dirs = [adapters[n] for n in names]
+    record = read_json(adapter_dirs[0] / "stm_retriever.json")
+    dev_specs, test_specs = task_specs(ecfg, "dev"), task_specs(ecfg, "test")
+    full = {n: save_full_model(adapters[n], out_root / "experts" / n, record | {"expert": n}) for n in names}
+    base = save_full_model(record["backbone_path"], out_root / "base", record | {"expert": "base"})
+    merger = DeltaMerger(adapter_dirs, ecfg.dtype)
+
+    def score_retriever(retriever, label: str) -> tuple[float, dict]:
+        enc = DecoderEncoder(retriever, label, {}, ecfg.batch_size)
+        r = evaluate(enc, dev_specs, "dev")
+        return dev_score(r, mcfg.search.ndcg_weight), r
+
+    report: dict = {"experts": names, "search": dump(mcfg.search), "methods": {}}
+    for method in mcfg.methods:
+        m = get_method(method)
+        timings = []
+
+        def score(c: Candidate, method=method, m=m, timings=timings) -> float:
+            t0 = time.perf_counter()
+            if m.in_memory:
+                s, _ = score_retriever(merger.apply(coefficients(method, c.weights)), f"{method}-candidate")
+            else:
+                cfg = mergekit_config(method, list(full.values()), c.weights, base, c.densities, mcfg.dtype)
+                tmp = out_root / f".candidate-{method}"
+                run_mergekit(cfg, tmp)
+                shutil.copy(base / "stm_retriever.json", tmp / "stm_retriever.json")
+                retriever, _ = load_retriever(tmp, dtype=ecfg.dtype)
+                s, _ = score_retriever(retriever, f"{method}-candidate")
+                shutil.rmtree(tmp, ignore_errors=True)
+            timings.append(time.perf_counter() - t0)
+            log.info("%s %s -> %.4f", method, c.as_dict(), s)
+            return s
+
+        history = search(mcfg.search.strategy, score, len(names), mcfg.search, m.uses_density)
+        chosen = best(history)
+        final = out_root / method
+        cfg = mergekit_config(method, list(full.values()), chosen["weights"], base, chosen["densities"], mcfg.dtype)
+        run_mergekit(cfg, final)
+        write_json(final / "stm_retriever.json", record | {"merge": {"method": method, **chosen, "experts": names}})
+        retriever, rec = load_retriever(final, dtype=ecfg.dtype)
+        test = evaluate(DecoderEncoder(retriever, f"stm-{method}", rec, ecfg.batch_size), test_specs, "test",
+                        rec | {"name": f"stm-{method}"})
+        entry = {"history": history, "chosen": chosen, "dev_score": chosen["score"], "test": test,
+                 "mergekit_config": cfg, "seconds_per_candidate": round(sum(timings) / len(timings), 2)}
+        if m.in_memory:  # the merge we searched in memory is the merge mergekit built
+            probe = ["Represent this passage\npassage: a probe sentence about heart disease in mice"]
+            ret32, _ = load_retriever(final, dtype="float32")
+            mem = DeltaMerger(adapter_dirs, "float32").apply(coefficients(method, chosen["weights"]))
+            entry["inmemory_vs_mergekit_max_abs_diff"] = float(
+                (ret32.encode(probe, 64) - mem.encode(probe, 64)).abs().max())
+        export_sentence_transformers(
+            retriever, out_root / f"{method}-sentence-transformers", rec,
+            {t.name: t.instruction for t in test_specs},
+            model_card(method, names, chosen, chosen["score"], test, mcfg.search.strategy))
+        report["methods"][method] = entry
+        del retriever
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    write_json(results or paths.RESULTS / "merging.json", report)
+    return report

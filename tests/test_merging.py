@@ -1,0 +1,103 @@
+import pytest
+
+from stm.config import MergeSearchConfig
+from stm.merging.inmemory import DeltaMerger, coefficients
+from stm.merging.methods import MergeError, mergekit_config, run_mergekit
+from stm.merging.run import save_full_model
+from stm.merging.search import STRATEGIES, search
+from stm.training.export import load_retriever
+from stm.training.train import train
+from test_training import tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def experts(tiny_model, tmp_path_factory):
+    """Two tiny trained experts plus their merged-full folders and the base folder."""
+    import random
+
+    from conftest import make_triples
+    from stm.io import write_jsonl
+
+    root = tmp_path_factory.mktemp("merge")
+    processed = root / "processed"
+    for k, split in enumerate(("med_real", "search")):
+        write_jsonl(processed / "splits" / f"{split}.jsonl", make_triples(16, split, seed=k + 10))
+    adapters, full = [], []
+    for k, split in enumerate(("med_real", "search")):
+        cfg = tiny_cfg(tiny_model, max_steps=4, seed=k)
+        train(cfg, split, root / split, processed)
+        adapters.append(root / split / "adapter")
+    record = __import__("json").loads((adapters[0] / "stm_retriever.json").read_text())
+    for split, a in zip(("med_real", "search"), adapters):
+        full.append(save_full_model(a, root / "full" / split, record))
+    base = save_full_model(record["backbone_path"], root / "full" / "base", record)
+    random.seed(0)
+    return adapters, full, base, root
+
+
+PROBE = ["the patients with covid vaccine response", "cancer cells protein expression increased"]
+
+
+@pytest.mark.parametrize("method,weights", [("linear", [0.3, 0.9]), ("task_arithmetic", [0.4, 0.7])])
+def test_inmemory_merge_equals_mergekit(experts, method, weights):
+    adapters, full, base, root = experts
+    cfg = mergekit_config(method, full, weights, base)
+    out = run_mergekit(cfg, root / f"mk-{method}")
+    (out / "stm_retriever.json").write_text((full[0] / "stm_retriever.json").read_text())
+    merged, _ = load_retriever(out, dtype="float32")
+    mem = DeltaMerger(adapters, "float32").apply(coefficients(method, weights))
+    a, b = merged.encode(PROBE, 32), mem.encode(PROBE, 32)
+    assert (a - b).abs().max() < 1e-5
+    # and the merge is not trivially one of the experts
+    e0, _ = load_retriever(full[0], dtype="float32")
+    assert (e0.encode(PROBE, 32) - a).abs().max() > 1e-4
+
+
+def test_ties_merge_runs_and_is_finite(experts):
+    adapters, full, base, root = experts
+    out = run_mergekit(mergekit_config("ties", full, [0.5, 0.5], base, [0.5, 0.7]), root / "mk-ties")
+    (out / "stm_retriever.json").write_text((full[0] / "stm_retriever.json").read_text())
+    merged, _ = load_retriever(out, dtype="float32")
+    emb = merged.encode(PROBE, 32)
+    assert emb.isfinite().all()
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(method="nope"), "unknown merge method"),
+    (dict(weights=[-0.1, 0.5]), "weights must be >= 0"),
+    (dict(method="ties", densities=[0.5, 1.5]), "densities must lie in"),
+    (dict(method="ties", densities=None), "needs one density"),
+    (dict(weights=[0.5]), "2 experts"),
+])
+def test_bad_merge_parameters_are_refused_before_work(experts, bad, match):
+    adapters, full, base, root = experts
+    args = dict(method="linear", weights=[0.5, 0.5], densities=None) | bad
+    with pytest.raises(MergeError, match=match):
+        mergekit_config(args["method"], full, args["weights"], base, args["densities"])
+
+
+def test_experts_with_different_bases_are_refused(experts, tmp_path):
+    adapters, full, base, root = experts
+    import json
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(full[1], other)
+    rec = json.loads((other / "stm_retriever.json").read_text()) | {"backbone_path": "/elsewhere"}
+    (other / "stm_retriever.json").write_text(json.dumps(rec))
+    with pytest.raises(MergeError, match="different base"):
+        mergekit_config("linear", [full[0], other], [0.5, 0.5], base)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_search_strategies_respect_budget_and_find_optimum(strategy):
+    cfg = MergeSearchConfig(strategy=strategy, budget=30, seed=1)
+    target = [0.8, 0.2, 0.5]
+
+    def score(c):
+        return -sum((w - t) ** 2 for w, t in zip(c.weights, target))
+
+    hist = search(strategy, score, 3, cfg, uses_density=True)
+    assert len(hist) == 30
+    assert all(h["densities"] and all(0 <= d <= 1 for d in h["densities"]) for h in hist)
+    assert max(h["score"] for h in hist) > score(type("C", (), {"weights": [0.5, 0.5, 0.5]}))
