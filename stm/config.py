@@ -47,6 +47,9 @@ class GenerationConfig(Strict):
 
     kind: Literal["local", "openai"] = "local"
     model: str = "smollm2"
+    style: Literal["auto", "chat", "completion"] = Field(
+        default="auto", description="auto: chat template when the model has one; completion: raw few-shot text."
+    )
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint (kind=openai).")
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable holding the key.")
     batch_size: int = Field(default=8, ge=1)
@@ -73,9 +76,11 @@ class DataConfig(Strict):
     )
     miner: Literal["bm25", "minilm"] = "bm25"
     mine_top_k: int = Field(default=30, ge=2)
+    dev_rows: int = Field(default=100, ge=0, description="Rows per split held out (splits_dev/) for prompt optimization.")
     max_passage_words: int = Field(default=180, ge=20)
     eval: EvalSetConfig = EvalSetConfig()
-    med_synth_generator: GenerationConfig = GenerationConfig(max_new_tokens=40)
+    med_synth_generator: GenerationConfig = GenerationConfig(max_new_tokens=32, temperature=0.0, style="completion",
+                                                             batch_size=16)
     bmretriever_path: str | None = Field(
         default=None, description="paper profile: local ft_data.json, else the hub dataset is used."
     )
@@ -186,6 +191,7 @@ class TrainingConfig(Strict):
     backbone: str = "smollm2"
     experts: list[str] = list(EXPERTS)
     variant: Literal["ft", "shn", "po", "shn_po"] = "ft"
+    po_pool: int | None = Field(default=None, ge=1, description="PO from the GP-N pool of this size (Table 10); None: prompts/selected.json.")
     lora: LoraSettings = LoraSettings()
     learning_rate: float = Field(default=2e-4, gt=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -199,6 +205,7 @@ class TrainingConfig(Strict):
         default="all",
         description="own: the paper's formula (only q_i's hard negative); all: every hard negative in the batch (MNRL).",
     )
+    use_hard_negatives: bool = Field(default=True, description="False: in-batch negatives only.")
     gather_across_devices: bool = True
     bidirectional: bool = False
     gradient_checkpointing: bool = False
@@ -239,18 +246,27 @@ class MergeSearchConfig(Strict):
 class MergingConfig(Strict):
     methods: list[Literal["linear", "ties", "task_arithmetic", "dare_ties"]] = ["linear", "ties"]
     experts: list[str] = list(SPLIT_NAMES)
+    dev_tasks: list[str] | None = Field(default=None, description="None: the evaluation tasks' dev splits.")
     search: MergeSearchConfig = MergeSearchConfig()
+    budgets: dict[str, int] = Field(default={}, description="Per-method budget overrides (mergekit-scored methods are slow).")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @field_validator("experts")
+    @classmethod
+    def _experts(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if e not in SPLIT_NAMES]
+        if bad or len(v) < 2:
+            raise ValueError(f"need at least two experts from {list(SPLIT_NAMES)}; got {v}")
+        return v
 
 
 # -------------------------------------------------------------------------------------- ablations
 class AblationsConfig(Strict):
     variant_expert: str = "search"
-    variants: list[str] = list(VARIANTS)
+    variants: list[Literal["ft", "shn", "po", "shn_po"]] = list(VARIANTS)
     sizes: list[int] = [100, 400, 1200]
     seeds: list[int] = [1, 2, 3]
     size_expert: str = "all"
-    pretrain_rows: int = Field(default=1200, ge=2)
     steps: int = Field(default=30, ge=1)
 
 

@@ -13,7 +13,7 @@ PARAMS = ROOT / "params.yaml"
 
 DATA = ROOT / "data"
 ASSETS = DATA / "assets"  # downloaded wheels, extracted files, converted models (git-ignored)
-WHEELS = ASSETS / "wheels"
+WHEELS = Path(os.environ.get("STM_WHEELS", ASSETS / "wheels"))  # shareable download cache
 MODELS_DIR = ASSETS / "models"
 PUBMED_DIR = ASSETS / "pubmed"
 PROCESSED = DATA / "processed"  # DVC outputs: training splits and evaluation tasks
@@ -24,7 +24,8 @@ PROMPTS = PROCESSED / "prompts"
 PAPER_RESULTS = DATA / "paper_results.yaml"  # the paper's reported numbers, transcribed
 
 ARTIFACTS = ROOT / "artifacts"  # adapters, checkpoints, merged models (DVC outputs, git-ignored)
-ADAPTERS = ARTIFACTS / "adapters"
+EXPERTS = ARTIFACTS / "experts"  # main-line experts and FT-all: artifacts/experts/<expert>/adapter
+ABLATIONS = ARTIFACTS / "ablations"
 MERGED = ARTIFACTS / "merged"
 
 RESULTS = ROOT / "results"  # small committed metric files (DVC metrics, cache: false)

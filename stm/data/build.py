@@ -64,9 +64,15 @@ TASKS = {
     },
 }
 
+# Few-shot completion: SmolLM2-135M follows a pattern far better than an instruction (measured: with a
+# chat instruction it mostly wrote meta-text such as "What does this sentence say?").
 MED_SYNTH_PROMPT = (
-    "Read this biomedical abstract and write one short question (under 20 words) that it answers. "
-    "Write only the question.\n\nAbstract: {abstract}"
+    "Abstract: Obesity is associated with increased risk of type 2 diabetes. In a cohort of 5,000 adults, weight "
+    "loss of 5% reduced diabetes incidence by 40%.\nQuestion: Does modest weight loss reduce the risk of type 2 "
+    "diabetes?\n\n"
+    "Abstract: Sepsis causes acute kidney injury in many ICU patients. We found that early fluid restriction lowered "
+    "the rate of dialysis in septic shock.\nQuestion: Can fluid restriction prevent kidney injury in septic shock?"
+    "\n\nAbstract: {abstract}\nQuestion:"
 )
 _COVID = re.compile(r"covid|sars|coronavirus|pandemic|2019-ncov", re.I)
 
@@ -154,7 +160,8 @@ def _claims_task(pool: list[Article], n_queries: int, rng: random.Random, n_word
 def _mesh_task(pool: list[Article], n_queries: int, rng: random.Random, n_words: int):
     corpus = {f"pmid:{a.pmid}": _passage(a, n_words) for a in pool}
     major = Counter(m for a in pool for m in set(a.mesh_major))
-    topics = sorted(m for m, c in major.items() if 3 <= c <= 30)
+    low = 3 if len(pool) >= 250 else 2  # small (dev, smoke) pools have fewer shared topics
+    topics = sorted(m for m, c in major.items() if low <= c <= 30)
     topics = rng.sample(topics, min(n_queries, len(topics)))
     queries, qrels = {}, {}
     for i, topic in enumerate(sorted(topics)):
@@ -238,14 +245,14 @@ def _med_synth(arts: list[Article], n: int, cfg: DataConfig, rng: random.Random,
     if n == 0:
         return [], {}
     # over-generate: small generators fail the filters often
-    cand = rng.sample(arts, min(len(arts), int(n * 1.5) + 4))
+    cand = rng.sample(arts, min(len(arts), int(n * 1.2) + 4))
     gen = build_generator(cfg.med_synth_generator)
     prompts = [MED_SYNTH_PROMPT.format(abstract=truncate_words(a.abstract, 150)) for a in cand]
     outputs = generate_cached(gen, prompts, out / "med_synth_generations.jsonl",
                               batch_size=cfg.med_synth_generator.batch_size, desc="med_synth queries")
     counts, rows = RejectionCounter(), []
     for a, raw in zip(cand, outputs, strict=True):
-        q = clean(raw).split("\n")[0]
+        q = clean((raw or "").split("\n")[0])
         reason = "generator_failed" if raw is None else check(
             q, min_words=4, max_words=30, not_copies_of=(a.abstract, a.title), max_similarity=0.8)
         counts[reason or "kept"] += 1
@@ -260,6 +267,7 @@ def build_splits(train: list[Article], cfg: DataConfig, rng: random.Random, out:
     report: dict = {}
     for split in SPLIT_NAMES:
         n = cfg.split_sizes.get(split, 0)
+        n += min(cfg.dev_rows, n // 4)  # rows held out for prompt optimization
         if split == "med_synth":
             rows[split], report["med_synth"] = _med_synth(train, n, cfg, rng, out)
         else:
@@ -295,7 +303,10 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
     train = [a for a in a21 + a77 if a.pmid not in used and len(a.abstract.split()) >= 40]
     rows, report = build_splits(train, cfg, rng, out / "synthesis_cache")
     for split, split_rows in rows.items():
-        write_jsonl(out / "splits" / f"{split}.jsonl", split_rows)
+        n_dev = min(cfg.dev_rows, len(split_rows) // 5)
+        write_jsonl(out / "splits_dev" / f"{split}.jsonl", split_rows[len(split_rows) - n_dev :])
+        rows[split] = split_rows[: len(split_rows) - n_dev]
+        write_jsonl(out / "splits" / f"{split}.jsonl", rows[split])
     write_jsonl(out / "splits" / "all.jsonl", (r for s in SPLIT_NAMES for r in rows[s]))
     stats = {
         "source": "pubmed",
@@ -310,7 +321,7 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
         "tasks": task_stats,
         "med_synth": report.get("med_synth", {}),
     }
-    write_json(out / "data_stats.json", stats)
+    write_json(paths.RESULTS / "data_stats.json", stats)
     return stats
 
 

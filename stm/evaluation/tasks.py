@@ -36,6 +36,11 @@ PAPER_TASKS: dict[str, tuple[str, str, list[str] | None]] = {
     "NanoQuoraRetrieval": ("general", "Given a question, retrieve semantically similar questions", None),
     "FiQA2018": ("general", _Q_DOCS, None),
 }
+# The paper's merge-selection dev sets (official dev splits, sampled): not part of the 12 test tasks' averages.
+PAPER_TASKS |= {
+    "QuoraRetrieval": ("dev", "Given a question, retrieve questions that are semantically equivalent to the given question", None),
+    "DBPedia": ("dev", "Given a query, retrieve relevant entity descriptions from DBPedia", None),
+}
 DEFAULT_INSTRUCTION = _Q_DOCS
 
 

@@ -56,7 +56,10 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     names = list(adapters)
     adapter_dirs = [adapters[n] for n in names]
     record = read_json(adapter_dirs[0] / "stm_retriever.json")
-    dev_specs, test_specs = task_specs(ecfg, "dev"), task_specs(ecfg, "test")
+    from stm.evaluation.tasks import resolve
+
+    dev_specs = [resolve(t, "dev") for t in (mcfg.dev_tasks or ecfg.tasks)]
+    test_specs = task_specs(ecfg, "test")
     full = {n: save_full_model(adapters[n], out_root / "experts" / n, record | {"expert": n}) for n in names}
     base = save_full_model(record["backbone_path"], out_root / "base", record | {"expert": "base"})
     merger = DeltaMerger(adapter_dirs, ecfg.dtype)
@@ -87,7 +90,9 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
             log.info("%s %s -> %.4f", method, c.as_dict(), s)
             return s
 
-        history = search(mcfg.search.strategy, score, len(names), mcfg.search, m.uses_density)
+        budget = mcfg.budgets.get(method, mcfg.search.budget)
+        history = search(mcfg.search.strategy, score, len(names), mcfg.search.model_copy(update={"budget": budget}),
+                         m.uses_density)
         chosen = best(history)
         final = out_root / method
         cfg = mergekit_config(method, list(full.values()), chosen["weights"], base, chosen["densities"], mcfg.dtype)

@@ -17,8 +17,8 @@ from stm.io import sha256_text
 from stm.synthesis.generators import Generator
 
 
-def row_key(generator: Generator, prompt: str) -> str:
-    return sha256_text(json.dumps([generator.id, generator.settings(), prompt], sort_keys=True))[:24]
+def row_key(generator: Generator, prompt: str, sample_id: int = 0) -> str:
+    return sha256_text(json.dumps([generator.id, generator.settings(), prompt, sample_id], sort_keys=True))[:24]
 
 
 def load_cache(path: Path) -> dict[str, dict]:
@@ -35,20 +35,25 @@ def load_cache(path: Path) -> dict[str, dict]:
 
 
 def generate_cached(
-    generator: Generator, prompts: Sequence[str], cache_path: Path | str, batch_size: int = 8, desc: str = "generate"
+    generator: Generator, prompts: Sequence[str], cache_path: Path | str, batch_size: int = 8,
+    desc: str = "generate", sample_ids: Sequence[int] | None = None,
 ) -> list[str | None]:
-    """Generate an output per prompt, reusing and extending the cache at ``cache_path``."""
+    """Generate an output per prompt, reusing and extending the cache at ``cache_path``.
+
+    ``sample_ids`` distinguish repeated samples of the same prompt (GP-N pools).
+    """
     cache_path = Path(cache_path)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     cached = load_cache(cache_path)
-    keys = [row_key(generator, p) for p in prompts]
+    sample_ids = list(sample_ids) if sample_ids is not None else [0] * len(prompts)
+    keys = [row_key(generator, p, s) for p, s in zip(prompts, sample_ids, strict=True)]
     todo = sorted({k: i for i, k in enumerate(keys) if k not in cached or cached[k]["output"] is None}.values())
     settings = generator.settings()
     if todo:
         with cache_path.open("a") as f, tqdm(total=len(todo), desc=desc, unit="row") as bar:
             for start in range(0, len(todo), batch_size):
                 idx = todo[start : start + batch_size]
-                outputs = generator.generate([prompts[i] for i in idx])
+                outputs = generator.generate([prompts[i] for i in idx], seed_offset=int(keys[idx[0]][:6], 16))
                 for i, out in zip(idx, outputs, strict=True):
                     row = {"key": keys[i], "generator": generator.id, "settings": settings, "output": out}
                     cached[keys[i]] = row

@@ -28,7 +28,7 @@ class GeneratorError(RuntimeError):
 class Generator(Protocol):
     id: str
 
-    def generate(self, prompts: Sequence[str]) -> list[str | None]: ...
+    def generate(self, prompts: Sequence[str], seed_offset: int = 0) -> list[str | None]: ...
 
     def settings(self) -> dict: ...
 
@@ -54,7 +54,7 @@ def build_generator(cfg: GenerationConfig) -> Generator:
 
 def _public_settings(cfg: GenerationConfig) -> dict:
     # everything that moves the output, and nothing secret (the key itself is never in cfg)
-    keep = ("kind", "model", "base_url", "max_new_tokens", "temperature", "top_p", "seed")
+    keep = ("kind", "model", "style", "base_url", "max_new_tokens", "temperature", "top_p", "seed")
     return {k: getattr(cfg, k) for k in keep}
 
 
@@ -74,7 +74,8 @@ class LocalGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
-        self.chat = bool(getattr(self.tokenizer, "chat_template", None))
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        self.chat = has_template if cfg.style == "auto" else cfg.style == "chat"
         self._torch = torch
 
     def settings(self) -> dict:
@@ -87,9 +88,9 @@ class LocalGenerator:
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
 
-    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+    def generate(self, prompts: Sequence[str], seed_offset: int = 0) -> list[str | None]:
         torch = self._torch
-        torch.manual_seed(self.cfg.seed)
+        torch.manual_seed(self.cfg.seed + seed_offset)
         batch = self.tokenizer(
             [self._render(p) for p in prompts], return_tensors="pt", padding=True, truncation=True, max_length=768
         )
@@ -105,7 +106,10 @@ class LocalGenerator:
                 repetition_penalty=1.15,
             )
         new = out[:, batch["input_ids"].shape[1] :]
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        if not self.chat:  # a completion continues the few-shot pattern: keep the first block only
+            texts = [t.strip().split("\n\n")[0] for t in texts]
+        return [t.strip() for t in texts]
 
 
 @register("openai")
@@ -126,9 +130,9 @@ class OpenAIGenerator:
     def settings(self) -> dict:
         return _public_settings(self.cfg)
 
-    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+    def generate(self, prompts: Sequence[str], seed_offset: int = 0) -> list[str | None]:
         out: list[str | None] = []
-        for prompt in prompts:
+        for k, prompt in enumerate(prompts):
             try:
                 resp = self.client.chat.completions.create(
                     model=self.cfg.model,
@@ -136,7 +140,7 @@ class OpenAIGenerator:
                     max_tokens=self.cfg.max_new_tokens,
                     temperature=self.cfg.temperature,
                     top_p=self.cfg.top_p,
-                    seed=self.cfg.seed,
+                    seed=self.cfg.seed + seed_offset + k,
                 )
                 out.append((resp.choices[0].message.content or "").strip())
             except self._openai.APIConnectionError as e:

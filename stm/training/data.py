@@ -37,10 +37,17 @@ def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None) -
         rows = rng.sample(rows, cfg.max_train_rows)
     if cfg.variant in ("po", "shn_po"):
         pf = prompts_file(processed)
+        if cfg.po_pool is not None:
+            pf = pf.with_name("gp.json")
         if not pf.exists():
             raise DataError(f"{pf}: optimized prompts missing for variant {cfg.variant!r}; run the prompts stage")
         selected = read_json(pf)
         pools = selected.get("pools", {})
+        if cfg.po_pool is not None:
+            if str(cfg.po_pool) not in pools:
+                raise DataError(f"{pf}: no GP pool of size {cfg.po_pool} (found {sorted(pools)})")
+            selected = {"optimizer": f"gp{cfg.po_pool}"}
+            pools = {"*": pools[str(cfg.po_pool)]}
         for r in rows:
             pool = pools.get(r["split"]) or pools.get("*")
             if not pool:

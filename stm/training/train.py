@@ -166,8 +166,10 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
         batch = [rows[i] for i in order[step][dist.rank * local : (dist.rank + 1) * local]]
         q = retriever.tokenize([retriever.text.query(r["query"], r["instruction"]) for r in batch],
                                cfg.format.max_query_tokens)
-        docs = [r["positive"] for r in batch] + [r["negative"] for r in batch]
-        if has_extra:
+        docs = [r["positive"] for r in batch]
+        if cfg.use_hard_negatives:
+            docs += [r["negative"] for r in batch]
+        if has_extra and cfg.use_hard_negatives:
             docs += [r["extra_negative"] for r in batch]
         d = retriever.tokenize([retriever.text.passage(t) for t in docs], cfg.format.max_passage_tokens)
         qe = retriever(**q)

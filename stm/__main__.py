@@ -1,0 +1,146 @@
+"""Command line: ``python -m stm <stage> [options]``; every stage calls the same functions as the notebooks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from stm import paths
+
+
+def _cmd_assets(args) -> None:
+    from stm import config
+    from stm.data import assets
+
+    cfg = config.load("assets")
+    print(assets.fetch_all(cfg.backbones + cfg.extra))
+
+
+def _cmd_data(args) -> None:
+    from stm import config
+    from stm.data.build import run
+
+    print(run(config.load("data"))["split_sizes"])
+
+
+def _cmd_baselines(args) -> None:
+    from stm import config
+    from stm.evaluation.run import run_baselines
+
+    run_baselines(config.load("evaluation"))
+
+
+def _cmd_synthesize(args) -> None:
+    from stm import config
+    from stm.synthesis.shn import run
+
+    run(config.load("synthesis"))
+
+
+def _cmd_prompts(args) -> None:
+    from stm import config
+    from stm.prompts.optimizers import run
+
+    run(config.load("prompts"))
+
+
+def _cmd_train(args) -> None:
+    from stm import config
+    from stm.training.stage import train_and_evaluate
+
+    overrides = {k: v for k, v in (("variant", args.variant), ("max_train_rows", args.rows), ("seed", args.seed),
+                                    ("max_steps", args.steps)) if v is not None}
+    train_and_evaluate(config.load("training", **overrides), args.expert, args.name, evaluate=not args.no_eval)
+
+
+def _cmd_evaluate(args) -> None:
+    from stm import config
+    from stm.evaluation.run import evaluate_model
+
+    out = Path(args.out) if args.out else paths.RESULTS / f"{args.name}.json"
+    r = evaluate_model(args.model, config.load("evaluation"), args.name, args.split, out)
+    print(r["scores"], r["averages"])
+
+
+def _cmd_merge(args) -> None:
+    from stm import config
+    from stm.merging.stage import run_stage
+
+    run_stage()
+
+
+def _cmd_ablate(args) -> None:
+    from stm.training.ablations import run_cell
+
+    run_cell(args.kind, args.index, args.seed_index)
+
+
+def _cmd_backbone(args) -> None:
+    from stm import config
+    from stm.data.assets import resolve_model
+    from stm.evaluation.run import evaluate_model
+
+    tcfg, ecfg = config.load("training"), config.load("evaluation")
+    r = evaluate_model(resolve_model(tcfg.backbone), ecfg.model_copy(update={"format": tcfg.format}), "backbone",
+                       out=paths.RESULTS / "backbone.json", extra={"backbone": tcfg.backbone, "untrained": True})
+    print(r["scores"], r["averages"])
+
+
+def _cmd_notebook(args) -> None:
+    from stm.notebooks import execute
+
+    execute(args.name, dict(p.split("=", 1) for p in args.param), args.suffix)
+
+
+def main(argv: list[str] | None = None) -> int:
+    paths.setup_environment()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("bm25s", "httpx", "mteb", "datasets", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    p = argparse.ArgumentParser(prog="python -m stm", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("assets", help="fetch, verify and convert the offline models and PubMed files")
+    sub.add_parser("data", help="build the training splits and evaluation tasks")
+    sub.add_parser("baselines", help="BM25 and MiniLM on the test tasks")
+    sub.add_parser("synthesize", help="synthetic hard negatives")
+    sub.add_parser("prompts", help="retrieval prompt optimization")
+    t = sub.add_parser("train", help="train one expert (or FT-all) and evaluate it")
+    t.add_argument("--expert", required=True)
+    t.add_argument("--variant")
+    t.add_argument("--rows", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--steps", type=int)
+    t.add_argument("--name", help="run name (default: <variant>/<expert>)")
+    t.add_argument("--no-eval", action="store_true")
+    e = sub.add_parser("evaluate", help="evaluate a model folder, adapter or backbone")
+    e.add_argument("--model", required=True)
+    e.add_argument("--name", required=True)
+    e.add_argument("--split", default=None)
+    e.add_argument("--out")
+    sub.add_parser("merge", help="search merge weights on dev, build merges, evaluate on test")
+    sub.add_parser("backbone", help="evaluate the untrained backbone (the reference every expert must beat)")
+    a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po (Table 10)")
+    a.add_argument("kind", choices=["variant", "size", "po"])
+    a.add_argument("index", type=int, help="index into ablations.variants / ablations.sizes / prompts.gp_sizes")
+    a.add_argument("--seed-index", type=int, default=0)
+    n = sub.add_parser("notebook", help="execute a notebook with papermill and render it to HTML")
+    n.add_argument("name")
+    n.add_argument("-p", "--param", action="append", default=[], help="key=value")
+    n.add_argument("--suffix", default="")
+    args = p.parse_args(argv)
+    from stm.config import ConfigError
+    from stm.data.assets import AssetError
+    from stm.io import DataError
+
+    try:
+        globals()[f"_cmd_{args.cmd}"](args)
+    except (ConfigError, DataError, AssetError) as err:  # bad input: a clear message, no traceback noise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Tables and figures: our results beside the paper's reported numbers (``data/paper_results.yaml``).
+
+Every function reads small committed result files and writes a figure named by its content. The
+paper's numbers are averages over its 12 MTEB tasks with 0.6B-3.8B backbones; ours are averages over
+the embedded PubMed tasks with a 135M backbone de-quantized from 4-bit weights, so the comparison is
+of patterns (which model wins), not of absolute values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from stm import paths
+from stm.io import read_json
+
+PAPER_BACKBONE_LABELS = {"qwen3-0.6b": "Qwen3-0.6B", "gemma-2b": "Gemma-2B", "phi4-mini": "Phi4-mini"}
+EXPERT_LABELS = {"med_real": "Med-Real", "med_synth": "Med-Synth", "search": "Search", "nlu": "NLU", "all": "FT-all"}
+
+
+def paper() -> dict:
+    return yaml.safe_load(paths.PAPER_RESULTS.read_text())
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, name: str, dpi: int = 120) -> Path:
+    paths.FIGURES.mkdir(parents=True, exist_ok=True)
+    out = paths.FIGURES / name
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    _plt().close(fig)
+    return out
+
+
+def load_results(folder: Path | None = None) -> dict[str, dict]:
+    """{name: evaluation record} for every result JSON in a folder."""
+    folder = Path(folder or paths.RESULTS / "experts")
+    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))}
+
+
+def main_table() -> "pandas.DataFrame":
+    """nDCG@10 per embedded task and average: backbone, baselines, experts, FT-all, merges."""
+    import pandas as pd
+
+    rows = {}
+    bl = paths.RESULTS / "baselines.json"
+    if bl.exists():
+        for name, r in read_json(bl)["baselines"].items():
+            rows[{"bm25": "BM25", "minilm": "all-MiniLM-L6-v2"}.get(name, name)] = r
+    bb = paths.RESULTS / "backbone.json"
+    if bb.exists():
+        rows["untrained backbone"] = read_json(bb)
+    for name, r in load_results().items():
+        rows[EXPERT_LABELS.get(name, name)] = r
+    mg = paths.RESULTS / "merging.json"
+    if mg.exists():
+        for method, entry in read_json(mg)["methods"].items():
+            rows[f"STM {method}"] = entry["test"]
+    table = {name: {**{t: s["ndcg_at_10"] for t, s in r["scores"].items()}, "avg": r["averages"]["all"]}
+             for name, r in rows.items()}
+    return pd.DataFrame(table).T.round(3)
+
+
+def merged_vs_experts(dpi: int = 120) -> Path:
+    """Figure 2 / Table 6 analogue: experts, FT-all and merges (ours) beside the paper's three backbones."""
+    plt = _plt()
+    p = paper()
+    t = main_table()
+    ours = [n for n in ("Med-Real", "Med-Synth", "Search", "NLU", "FT-all", "STM linear", "STM ties") if n in t.index]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
+    colors = ["#9ecae1"] * 4 + ["#fdae6b"] + ["#31a354"] * 2
+    axes[0].bar(ours, [t.loc[n, "avg"] for n in ours], color=colors[: len(ours)])
+    for i, n in enumerate(ours):
+        axes[0].text(i, t.loc[n, "avg"], f"{t.loc[n, 'avg']:.3f}", ha="center", va="bottom", fontsize=8)
+    axes[0].set_title("ours: SmolLM2-135M, embedded PubMed tasks")
+    axes[0].set_ylabel("avg nDCG@10")
+    axes[0].tick_params(axis="x", rotation=30)
+    labels, best, ft, lin = [], [], [], []
+    for b, vals in p["table6_merges"].items():
+        labels.append(PAPER_BACKBONE_LABELS[b])
+        best.append(vals["best_expert"]["all"])
+        ft.append(vals["ft_all"]["all"])
+        lin.append(vals["linear"]["all"])
+    x = range(len(labels))
+    for k, (series, name, c) in enumerate(((best, "best expert", "#9ecae1"), (ft, "FT-all", "#fdae6b"),
+                                           (lin, "STM linear", "#31a354"))):
+        axes[1].bar([i + (k - 1) * 0.27 for i in x], series, width=0.27, label=name, color=c)
+    axes[1].set_xticks(list(x), labels)
+    axes[1].set_ylim(0.5, 0.67)
+    axes[1].set_title(f"paper (Table 6), 12 MTEB tasks\n{p['citation']}", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "merged_vs_experts.png", dpi)
+
+
+def merge_weights(dpi: int = 120) -> Path:
+    """Figure 5 analogue: the chosen merge weights per expert (ours) beside the paper's reconstruction."""
+    plt = _plt()
+    p = paper()["figure5_merge_weights"]
+    report = read_json(paths.RESULTS / "merging.json")
+    experts = report["experts"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    methods = list(report["methods"])
+    for k, m in enumerate(methods):
+        w = report["methods"][m]["chosen"]["weights"]
+        axes[0].bar([i + (k - 0.5) * 0.38 for i in range(len(experts))], w, width=0.38, label=m)
+    axes[0].set_xticks(range(len(experts)), [EXPERT_LABELS.get(e, e) for e in experts])
+    axes[0].set_title("ours: weights chosen on dev tasks")
+    axes[0].legend(fontsize=8)
+    width = 0.13
+    for j, b in enumerate(PAPER_BACKBONE_LABELS):
+        for k, m in enumerate(("linear", "ties")):
+            off = (j * 2 + k - 2.5) * width
+            axes[1].bar([i + off for i in range(4)], p[b][m], width=width, label=f"{PAPER_BACKBONE_LABELS[b]} {m}")
+    axes[1].set_xticks(range(4), [EXPERT_LABELS[e] for e in p["experts"]])
+    axes[1].set_title("paper (Figure 5, reconstructed)", fontsize=9)
+    axes[1].legend(fontsize=6, ncol=2)
+    return _save(fig, "merge_weights.png", dpi)
+
+
+def baselines_table() -> "pandas.DataFrame":
+    """Table 7 analogue: our baselines and models beside the paper's averages."""
+    import pandas as pd
+
+    ours = main_table()["avg"].rename("ours: avg nDCG@10 (embedded tasks)")
+    theirs = pd.Series({k: v["all"] for k, v in paper()["table7_baselines"].items()},
+                       name="paper: avg nDCG@10 (12 MTEB tasks)")
+    return pd.concat([ours, theirs], axis=1)
+
+
+def ablation_records(kind: str) -> dict[str, dict]:
+    return {k: v for k, v in load_results(paths.RESULTS / "ablations").items() if k.startswith(kind)}
+
+
+def variants_figure(dpi: int = 120) -> Path:
+    """Table 4 analogue: one expert trained FT / SHN / PO / SHN+PO."""
+    plt = _plt()
+    recs = ablation_records("variant")
+    p = paper()["table4_experts"]
+    ours = {r["model"]["train"]["variant"]: r["averages"]["all"] for r in recs.values()}
+    order = [v for v in ("ft", "shn", "po", "shn_po") if v in ours]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    axes[0].bar([v.upper().replace("_", "+") for v in order], [ours[v] for v in order], color="#6baed6")
+    expert = next(iter(recs.values()))["model"]["train"]["expert"] if recs else "?"
+    axes[0].set_title(f"ours: {EXPERT_LABELS.get(expert, expert)} expert")
+    axes[0].set_ylabel("avg nDCG@10")
+    for j, b in enumerate(PAPER_BACKBONE_LABELS):
+        vals = [p[b][v].get(expert, p[b][v]["avg"]) for v in ("ft", "shn", "po", "shn_po")]
+        axes[1].plot(["FT", "SHN", "PO", "SHN+PO"], vals, marker="o", label=PAPER_BACKBONE_LABELS[b])
+    axes[1].set_title(f"paper (Table 4), {EXPERT_LABELS.get(expert, expert)} expert", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "expert_variants.png", dpi)
+
+
+def training_size_figure(dpi: int = 120) -> Path:
+    """Figure 4 analogue: FT on subsets of the union, mean and spread over seeds."""
+    import statistics
+
+    plt = _plt()
+    recs = ablation_records("size")
+    by_size: dict[int, list[float]] = {}
+    for r in recs.values():
+        by_size.setdefault(r["model"]["train"]["data"]["rows"], []).append(r["averages"]["all"])
+    sizes = sorted(by_size)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    means = [statistics.mean(by_size[s]) for s in sizes]
+    sds = [statistics.pstdev(by_size[s]) for s in sizes]
+    axes[0].errorbar(sizes, means, yerr=sds, marker="o", capsize=3)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("training rows")
+    axes[0].set_ylabel("avg nDCG@10")
+    axes[0].set_title(f"ours: FT-all on subsets ({len(next(iter(by_size.values()), []))} seeds)")
+    p = paper()["figure4_training_size"]
+    for b, label in PAPER_BACKBONE_LABELS.items():
+        axes[1].plot(p["sizes"], p[b], marker="o", label=label)
+    axes[1].set_xscale("log")
+    axes[1].set_title("paper (Figure 4), mean of 3 runs", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "training_size.png", dpi)
+
+
+def prompt_pools_figure(dpi: int = 120) -> Path:
+    """Table 10 analogue: the ablated expert trained with GP-N pools of each size."""
+    plt = _plt()
+    recs = ablation_records("po")
+    ours = sorted((r["model"]["train"]["data"]["prompts"]["optimizer"], r["averages"]["all"]) for r in recs.values())
+    ours.sort(key=lambda x: int(x[0][2:]) if x[0][2:].isdigit() else 0)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    axes[0].bar([n for n, _ in ours], [v for _, v in ours], color="#9e9ac8")
+    axes[0].set_title("ours: expert trained with GP-N prompt pools")
+    p = paper()["table10_prompt_optimization"]
+    keys = ["ft_all", "gp10", "gp20", "gp50", "gp100", "gepa_light", "gepa_medium", "gepa_heavy"]
+    for b, label in PAPER_BACKBONE_LABELS.items():
+        axes[1].plot(keys, [p[b][k] for k in keys], marker="o", label=label)
+    axes[1].tick_params(axis="x", rotation=40)
+    axes[1].set_title("paper (Table 10), FT-all with each PO technique", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "prompt_pools.png", dpi)

@@ -1,0 +1,117 @@
+"""Prompt optimizers (a registry): ``none``, ``gp`` (GP-N generic prompt pools) and ``gepa``.
+
+Every optimizer writes ``prompts/selected.json``, the versioned file training reads::
+
+    {"optimizer": "gp", "pools": {"*": ["prompt 1", ...]} | {"<split>": [...]}, ...}
+
+Training assigns each query one prompt of its split's pool at random (seeded).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from stm import paths
+from stm.config import PromptsConfig, dump
+from stm.data.build import SPLIT_INSTRUCTIONS
+from stm.io import write_json
+from stm.synthesis.cache import generate_cached
+from stm.synthesis.filters import check, clean
+from stm.synthesis.generators import build_generator
+
+log = logging.getLogger(__name__)
+
+# Appendix B.2.1, verbatim.
+GP_PROMPT = """You are an expert in information retrieval prompt engineering.
+Generate a creative and diverse prompt specifically for DOCUMENT RETRIEVAL tasks.
+The prompt should help a retrieval model find relevant documents for any query.
+Use a different style/approach from these examples:
+- Direct retrieval instruction format
+- Document ranking format
+- Relevance scoring format
+- Query-document matching format
+- Information seeking format
+- Context-aware retrieval format
+- Domain-specific retrieval format
+- Simple document finding format
+Make it unique and varied. The prompt should be effective for DOCUMENT RETRIEVAL.
+Generate only the prompt text, no explanations, do not specify any domain or document type to avoid confusing the model:"""
+
+OPTIMIZERS: dict[str, Callable[[PromptsConfig, Path], dict]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        OPTIMIZERS[name] = fn
+        return fn
+
+    return deco
+
+
+@register("none")
+def no_optimization(cfg: PromptsConfig, out: Path) -> dict:
+    return {"optimizer": "none", "pools": {s: [SPLIT_INSTRUCTIONS[s]] for s in cfg.splits}}
+
+
+def generic_prompts(cfg: PromptsConfig, out: Path) -> tuple[list[str], dict]:
+    """Write up to max(gp_sizes) distinct generic retrieval prompts; returns (prompts, counts)."""
+    gen = build_generator(cfg.generator)
+    target = max(cfg.gp_sizes)
+    kept: list[str] = []
+    counts: dict[str, int] = {}
+    # the same prompt, sampled many times: distinct sample ids give distinct cache rows and seeds
+    drawn = 0
+    for _ in range(4):
+        need = target - len(kept)
+        if need <= 0:
+            break
+        n = need * 2
+        outs = generate_cached(gen, [GP_PROMPT] * n, out / "cache" / "gp.jsonl", cfg.generator.batch_size,
+                               desc="GP prompts", sample_ids=range(drawn, drawn + n))
+        drawn += n
+        for o in outs:
+            text = clean(o).strip('"')
+            reason = "generator_failed" if o is None else check(text, min_words=5, max_words=60)
+            if reason is None and text.lower() in {k.lower() for k in kept}:
+                reason = "duplicate"
+            counts[reason or "kept"] = counts.get(reason or "kept", 0) + 1
+            if reason is None and len(kept) < target:
+                kept.append(text)
+    return kept, {"generator": gen.id, "settings": gen.settings(), "counts": counts}
+
+
+@register("gp")
+def gp(cfg: PromptsConfig, out: Path) -> dict:
+    prompts, meta = generic_prompts(cfg, out)
+    pools = {str(n): prompts[:n] for n in cfg.gp_sizes}
+    write_json(out / "gp.json", {"pools": pools, **meta})
+    chosen = pools[str(cfg.gp_size)]
+    if not chosen:
+        raise RuntimeError("GP: the generator produced no usable prompt; see prompts/gp.json counts")
+    return {"optimizer": "gp", "size": cfg.gp_size, "actual_size": len(chosen), "pools": {"*": chosen}, **meta}
+
+
+@register("gepa")
+def gepa_optimizer(cfg: PromptsConfig, out: Path) -> dict:
+    from stm.prompts.gepa_adapter import optimize_split
+
+    pools, history = {}, {}
+    for split in cfg.splits:
+        best, hist = optimize_split(cfg, split, out)
+        pools[split] = [best]
+        history[split] = hist
+    write_json(out / "gepa_history.json", history)
+    return {"optimizer": "gepa", "budget": cfg.gepa.budget, "pools": pools}
+
+
+def run(cfg: PromptsConfig, out: Path | None = None) -> dict:
+    out = Path(out or paths.PROMPTS)
+    try:
+        fn = OPTIMIZERS[cfg.optimizer]
+    except KeyError:
+        raise ValueError(f"prompts.optimizer: unknown optimizer {cfg.optimizer!r}; known: {sorted(OPTIMIZERS)}") from None
+    selected = fn(cfg, out) | {"config": dump(cfg)}
+    write_json(out / "selected.json", selected)
+    return selected

@@ -1,0 +1,106 @@
+"""Synthetic hard negatives (SHN, paper section 3.1.1 and appendix B.1).
+
+For each triple the generator gets the query, the original instruction, the positive and the mined
+negative, and writes one negative that stays on topic but does not answer the query. What small
+models write is post-filtered (empty, meta-commentary, copies of the positive or query, wrong
+length); every rejection is counted by reason, and rejected rows keep their mined negative.
+
+``mode: replace`` (default) swaps the mined negative for the synthetic one; ``mode: add`` keeps the
+mined one and adds the synthetic one as a second hard negative (``extra_negative``). The paper does
+not say which it did; its loss has one hard negative per query, which suggests replace.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from pathlib import Path
+
+from stm import paths
+from stm.config import SynthesisConfig, dump
+from stm.data.pubmed import truncate_words
+from stm.data.schema import read_triples
+from stm.io import write_json, write_jsonl
+from stm.synthesis.cache import generate_cached
+from stm.synthesis.filters import RejectionCounter, check, clean
+from stm.synthesis.generators import build_generator
+
+log = logging.getLogger(__name__)
+
+# Appendix B.1, verbatim.
+PAPER_TEMPLATE = """Given this query: "{query}"
+Original prompt: "{instruction}"
+Original positive document: "{positive}"
+Original negative document: "{negative}"
+Generate a HARD negative document that is:
+1. Related to the same domain (extract domain from the query)
+2. Contains similar terminology and concepts as the positive document
+3. But is NOT relevant to answering the specific query
+4. Should be moderately challenging to distinguish from the positive document
+5. Should be a realistic document in the domain
+6. Should be harder than the original negative document but not as hard as a super hard negative
+IMPORTANT: Return ONLY the document text. Do not include any introductory text, explanations, summaries, or meta-commentary. Just return the raw document content."""
+
+# For completion-style small models: the same inputs, ending where the document should begin.
+COMPLETION_TEMPLATE = PAPER_TEMPLATE + "\n\nHard negative document:"
+
+TEMPLATES = {"paper": PAPER_TEMPLATE, "completion": COMPLETION_TEMPLATE}
+FIELDS = ("query", "instruction", "positive", "negative")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def render(template: str, row: dict, max_words: int = 120) -> str:
+    names = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    unknown = names - set(FIELDS)
+    if unknown:
+        raise TemplateError(f"SHN template uses unknown field(s) {sorted(unknown)}; allowed: {list(FIELDS)}")
+    missing = [f for f in FIELDS if f not in names]
+    if missing:
+        raise TemplateError(f"SHN template is missing field(s) {missing}")
+    values = {f: truncate_words(str(row[f]), max_words) for f in FIELDS}
+    return template.format(**values)
+
+
+def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | None = None,
+        template: str | None = None) -> dict:
+    processed = Path(processed or paths.PROCESSED)
+    gen = build_generator(cfg.generator)
+    template = template or TEMPLATES["completion" if getattr(gen, "chat", True) is False else "paper"]
+    report: dict = {"generator": gen.id, "settings": gen.settings(), "mode": cfg.mode, "config": dump(cfg),
+                    "template": template, "splits": {}}
+    for split in cfg.splits:
+        rows = read_triples(processed / "splits" / f"{split}.jsonl")
+        n = min(len(rows), cfg.rows_per_split or len(rows))
+        prompts = [render(template, r) for r in rows[:n]]
+        outs = generate_cached(gen, prompts, processed / "synthesis" / "cache" / f"shn_{split}.jsonl",
+                               cfg.generator.batch_size, desc=f"SHN {split}")
+        counts = RejectionCounter()
+        out_rows = []
+        for i, r in enumerate(rows):
+            r = dict(r)
+            text, reason = None, "not_attempted"
+            if i < n:
+                text = clean(outs[i])
+                reason = "generator_failed" if outs[i] is None else check(
+                    text, min_words=cfg.min_words, max_words=cfg.max_words,
+                    not_copies_of=(r["positive"], r["query"]), max_similarity=cfg.max_similarity)
+            counts[reason or "kept"] += 1
+            if cfg.mode == "replace":
+                if reason is None:
+                    r.update(mined_negative=r["negative"], negative=text, negative_source=f"synthetic:{gen.id}")
+            else:  # add: a second hard negative; fall back to the mined one so every row has two
+                r["extra_negative"] = text if reason is None else r["negative"]
+            out_rows.append(r)
+        write_jsonl(processed / "synthesis" / "shn" / f"{split}.jsonl", out_rows)
+        attempted = n
+        report["splits"][split] = {
+            "rows": len(rows), "attempted": attempted, "counts": dict(counts),
+            "kept": counts.get("kept", 0),
+            "rejection_rate": round(1 - counts.get("kept", 0) / max(1, attempted), 4),
+        }
+        log.info("SHN %s: kept %d of %d", split, counts.get("kept", 0), attempted)
+    write_json(results or paths.RESULTS / "synthesis.json", report)
+    return report

@@ -1,0 +1,37 @@
+"""The training stage: train one expert (or FT-all) and score it on the test tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stm import config, paths
+from stm.config import TrainingConfig
+from stm.io import read_json
+from stm.training.train import train
+
+
+def run_dir(expert: str, name: str | None = None) -> Path:
+    """Main-line experts live in ``artifacts/experts/<expert>``; named (ablation) runs elsewhere."""
+    return paths.ABLATIONS / name if name else paths.EXPERTS / expert
+
+
+def result_path(expert: str, name: str | None = None) -> Path:
+    return paths.RESULTS / ("ablations" if name else "experts") / f"{(name or expert).replace('/', '_')}.json"
+
+
+def train_and_evaluate(cfg: TrainingConfig, expert: str, name: str | None = None, evaluate: bool = True) -> dict:
+    from stm.evaluation.run import evaluate_model
+
+    out = run_dir(expert, name)
+    record = train(cfg, expert, out)
+    if not evaluate:
+        return {"train": record}
+    label = name or expert
+    result = evaluate_model(out / "adapter", config.load("evaluation"), label, out=result_path(expert, name),
+                            extra={"train": {k: record[k] for k in ("steps", "final_loss", "mean_tokens_per_s",
+                                                                     "data", "variant", "expert")}})
+    return {"train": record, "eval": result}
+
+
+def load_result(expert: str, name: str | None = None) -> dict:
+    return read_json(result_path(expert, name))
