@@ -48,3 +48,47 @@ def test_batch_order_is_seeded_and_covers_epochs():
     o1, o2 = batch_order(10, 4, 5, seed=3), batch_order(10, 4, 5, seed=3)
     assert o1 == o2 and len(o1) == 5 and all(len(b) == 4 for b in o1)
     assert batch_order(10, 4, 5, seed=4) != o1
+
+
+def test_two_process_training_equals_single_process(tiny_model, processed, tmp_path):
+    """torchrun --nproc-per-node 2 on gloo: same global-batch loss and the same adapter as one process."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"profile": "embedded", "training": {
+        "backbone": str(tiny_model), "batch_size": 4, "max_steps": 2, "warmup_steps": 1, "learning_rate": 1e-2,
+        "dtype": "float32", "lora": {"r": 4, "alpha": 8}, "format": {"max_query_tokens": 16, "max_passage_tokens": 24},
+        "hard_negatives_in_denominator": "own"}}))
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\nfrom pathlib import Path\nfrom stm import config\nfrom stm.training.train import train\n"
+        f"cfg = config.load('training', Path({str(params)!r}))\n"
+        f"train(cfg, 'nlu', Path(sys.argv[1]), Path({str(processed)!r}))\n")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+                    str(script), str(tmp_path / "two")], check=True, env=env, timeout=300)
+    one = json.loads((tmp_path / "one" / "train_log.json").read_text())
+    two = json.loads((tmp_path / "two" / "train_log.json").read_text())
+    assert abs(one[0]["loss"] - two[0]["loss"]) < 1e-4
+    assert json.loads((tmp_path / "two" / "train_record.json").read_text())["world_size"] == 2
+    a, b = _adapter_tensors(tmp_path / "one"), _adapter_tensors(tmp_path / "two")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
+
+
+def test_empty_or_missing_split_fails_before_compute(tiny_model, processed, tmp_path):
+    import pytest
+
+    from stm.io import DataError
+
+    (processed / "splits" / "nlu.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"nlu.jsonl: no triples"):
+        train(tiny_cfg(tiny_model), "nlu", tmp_path / "x", processed)
+    with pytest.raises(DataError, match=r"shn/search.jsonl: training file missing.*synthesis"):
+        train(tiny_cfg(tiny_model, variant="shn"), "search", tmp_path / "y", processed)
+    assert not (tmp_path / "x").exists()

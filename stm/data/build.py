@@ -129,6 +129,8 @@ def _keyword_tasks(pool: list[Article], n_queries: int, rng: random.Random, n_wo
     covid_docs = {f"pmid:{a.pmid}" for a in pool if a.is_covid}
     counts = Counter(k for d in covid_docs for k in kw_sets[d] if not _COVID.search(k) and len(k) > 3)
     topics = [k for k, c in counts.most_common() if c >= 2][:n_queries]
+    if len(topics) < 3:  # tiny pools (smoke profile): single-document topics keep the task non-empty
+        topics = [k for k, _ in counts.most_common(n_queries)]
     queries, qrels = {}, {}
     for i, topic in enumerate(topics):
         rel = {}

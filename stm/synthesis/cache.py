@@ -34,6 +34,15 @@ def load_cache(path: Path) -> dict[str, dict]:
     return rows
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a partial last line (a kill mid-write) so the next append starts on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def generate_cached(
     generator: Generator, prompts: Sequence[str], cache_path: Path | str, batch_size: int = 8,
     desc: str = "generate", sample_ids: Sequence[int] | None = None,
@@ -50,6 +59,7 @@ def generate_cached(
     todo = sorted({k: i for i, k in enumerate(keys) if k not in cached or cached[k]["output"] is None}.values())
     settings = generator.settings()
     if todo:
+        _drop_torn_tail(cache_path)
         with cache_path.open("a") as f, tqdm(total=len(todo), desc=desc, unit="row") as bar:
             for start in range(0, len(todo), batch_size):
                 idx = todo[start : start + batch_size]

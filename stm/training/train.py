@@ -184,11 +184,16 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
         sched.step()
         tokens = int(q["attention_mask"].sum() + d["attention_mask"].sum()) * dist.world
         dt = time.perf_counter() - t0
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training {expert}: loss is {loss.item()} at step {step + 1}")
-        history.append({"step": step + 1, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0],
+        value = loss.detach()
+        if dist.world > 1:  # log the global-batch loss: the mean of the per-process means
+            torch.distributed.all_reduce(value)
+            value = value / dist.world
+        value = value.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training {expert}: loss is {value} at step {step + 1}")
+        history.append({"step": step + 1, "loss": round(value, 6), "lr": sched.get_last_lr()[0],
                         "tokens_per_s": round(tokens / dt, 1)})
-        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / dt:.0f}")
+        bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens / dt:.0f}")
         bar.update(1)
         done = step + 1
         if dist.main and (done % cfg.checkpoint_every == 0) and done < steps:

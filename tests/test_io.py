@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from stm.data.beir import read_beir, write_beir
+from stm.data.schema import read_triples
+from stm.io import DataError, atomic_path, write_jsonl
+
+GOOD = {"id": "a", "split": "nlu", "instruction": "i", "query": "q", "positive": "p", "negative": "n"}
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("lines,match", [
+    ([json.dumps(GOOD), "{not json"], r":2: malformed JSON"),
+    ([json.dumps({k: v for k, v in GOOD.items() if k != "positive"})], r":1: missing field\(s\) \['positive'\]"),
+    ([json.dumps(GOOD | {"query": "  "})], r":1: empty field\(s\) \['query'\]"),
+    ([json.dumps(GOOD), json.dumps(GOOD)], r"duplicate id 'a' \(rows 1 and 2\)"),
+    (["[1, 2]"], r":1: expected a JSON object"),
+    ([""], r"no triples \(empty split\)"),
+])
+def test_bad_triple_files_name_file_and_line(tmp_path, lines, match):
+    path = _write(tmp_path / "split.jsonl", lines)
+    with pytest.raises(DataError, match=match) as err:
+        read_triples(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_triples(tmp_path / "nope.jsonl")
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.jsonl"
+    write_jsonl(target, [{"a": 1}])
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == '{"a": 1}\n'  # the old complete file survives
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_beir_roundtrip_and_errors(tmp_path):
+    folder = write_beir(tmp_path / "t", {"d1": "text one", "d2": "text two"}, {"q1": "query"}, {"q1": {"d2": 1}}, "test",
+                        {"instruction": "find"})
+    data = read_beir(folder, "test")
+    assert data.qrels == {"q1": {"d2": 1}} and data.corpus["d1"] == "text one"
+    with (folder / "qrels" / "test.tsv").open("a") as f:
+        f.write("q1\td9\t1\n")
+    with pytest.raises(DataError, match=r"test.tsv:3: unknown document id 'd9'"):
+        read_beir(folder, "test")
+    with pytest.raises(DataError, match="no qrels for split 'dev'"):
+        read_beir(folder, "dev")
+    _write(folder / "corpus.jsonl", ['{"_id": "d1", "text": ""}'])
+    with pytest.raises(DataError, match=r"corpus.jsonl:1: document 'd1' has no text"):
+        read_beir(folder, "test")
