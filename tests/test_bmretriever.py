@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+from stm.config import DataConfig
+from stm.data import bmretriever
+from stm.data.schema import read_triples
+from stm.io import DataError
+
+ROWS = [
+    {"query": ["Given a web search query, retrieve relevant passages that answer the query", "what is a statin"],
+     "pos": ["Statins lower cholesterol."], "neg": ["Aspirin thins blood."]},
+    {"query": ["Given a premise, retrieve a hypothesis that is entailed by the premise", "A man runs."],
+     "pos": ["A person moves."], "neg": ["A cat sleeps."]},
+    {"query": ["Given a medical question, retrieve answers from doctors", "my knee hurts"],
+     "pos": ["Rest and ice."], "neg": ["Take vitamins."]},
+    {"query": ["Given a query, find articles that discuss the correlation between a specific lifestyle factor and a disease", "smoking cancer"],
+     "pos": ["Smoking causes lung cancer."], "neg": ["Coffee and sleep."]},
+] * 3
+
+
+def test_stand_in_ft_data_is_split_and_written_in_the_triple_schema(tmp_path, monkeypatch):
+    src = tmp_path / "ft_data.json"
+    src.write_text("\n".join(json.dumps(r) for r in ROWS))
+    negs = tmp_path / "negs.jsonl"
+    negs.write_text("\n".join(json.dumps({"bmretriever_index": i, "hard_negative": f"synthetic {i}"}) for i in range(12)))
+    monkeypatch.setattr(bmretriever.paths, "RESULTS", tmp_path / "results")
+    stats = bmretriever.run(DataConfig(source="bmretriever", bmretriever_path=str(src),
+                                       bmretriever_negatives=str(negs), dev_rows=0), tmp_path / "processed")
+    assert stats["split_sizes"] == {"med_real": 3, "med_synth": 3, "search": 3, "nlu": 3}
+    rows = read_triples(tmp_path / "processed" / "splits" / "search.jsonl")
+    assert rows[0]["instruction"].startswith("Given a web search query") and rows[0]["query"] == "what is a statin"
+    shn = read_triples(tmp_path / "processed" / "synthesis" / "shn" / "nlu.jsonl")
+    assert all(r["negative"].startswith("synthetic") and r["mined_negative"] == "A cat sleeps." for r in shn)
+
+
+def test_missing_fields_are_listed(tmp_path):
+    with pytest.raises(DataError, match=r"row 0: none of the fields \['pos', 'positive', 'positives'\] found; row has \['neg', 'query'\]"):
+        bmretriever.normalize_row({"query": "q", "neg": "n"}, 0, "ft_data.json")

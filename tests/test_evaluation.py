@@ -1,0 +1,79 @@
+import pytest
+
+from stm.config import FormatConfig
+from stm.data.beir import write_beir
+from stm.evaluation.encoders import DecoderEncoder
+from stm.evaluation.harness import averages, evaluate
+from stm.evaluation.tasks import PAPER_TASKS, TaskError, resolve
+from stm.training.model import Retriever, load_backbone
+
+
+@pytest.fixture()
+def beir_folder(tmp_path, texts):
+    corpus = {f"d{i}": t for i, t in enumerate(texts)}
+    queries = {"q0": "covid vaccine", "q1": "heart disease", "q2": "brain tumor"}
+    qrels = {"q0": {"d0": 1}, "q1": {"d2": 2, "d3": 1}, "q2": {"d5": 1}}
+    return write_beir(tmp_path / "mytask", corpus, queries, qrels, "test",
+                      {"name": "MyTask", "instruction": "Find the document", "group": "medical"})
+
+
+def test_local_beir_folder_evaluates_through_mteb_and_records_what_moves_numbers(tiny_model, beir_folder):
+    model, tok = load_backbone(str(tiny_model), "float32")
+    enc = DecoderEncoder(Retriever(model, tok, FormatConfig()), "tiny", {"revision": "r1"})
+    result = evaluate(enc, [str(beir_folder)], "test", {"name": "tiny", "pooling": "lasttoken"})
+    scores = result["scores"]["MyTask"]
+    assert 0.0 <= scores["ndcg_at_10"] <= 1.0 and 0.0 <= scores["recall_at_10"] <= 1.0
+    assert result["tasks"]["MyTask"]["instruction"] == "Find the document"
+    assert len(result["tasks"]["MyTask"]["data_hash"]) == 16
+    assert enc.instructions_seen["MyTask"] == "Find the document"
+    assert result["averages"]["all"] == scores["ndcg_at_10"]
+
+
+def test_a_perfect_encoder_scores_one(beir_folder):
+    """The harness itself: an oracle encoder that maps each query onto its relevant document gets nDCG@10 = 1."""
+    import numpy as np
+
+    from stm.data.beir import read_beir
+    from stm.evaluation.encoders import _CosineMixin, _meta, _is_query
+
+    data = read_beir(beir_folder)
+    docs = sorted(data.corpus)
+    text_to_doc = {t: d for d, t in data.corpus.items()}
+    best = {data.queries[q]: max(rel, key=rel.get) for q, rel in data.qrels.items()}
+
+    class Oracle(_CosineMixin):
+        mteb_model_meta = _meta("oracle", None)
+
+        def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kw):
+            texts = [t for b in inputs for t in b["text"]]
+            out = np.zeros((len(texts), len(docs))) + 1e-3
+            for i, t in enumerate(texts):
+                out[i, docs.index(best[t] if _is_query(prompt_type) else text_to_doc[t])] = 1
+            return out
+
+    result = evaluate(Oracle(), [str(beir_folder)], "test")
+    assert result["scores"]["MyTask"]["recall_at_10"] == 1.0
+    assert result["scores"]["MyTask"]["ndcg_at_10"] > 0.9  # q1 has graded relevance
+
+
+def test_task_registry_resolution_and_errors(tmp_path):
+    spec = resolve("SciFact")
+    assert spec.kind == "mteb" and spec.instruction == PAPER_TASKS["SciFact"][1]
+    assert sum(g == "medical" for g, _, _ in PAPER_TASKS.values()) == 7
+    with pytest.raises(TaskError, match="unknown task 'NotATask'"):
+        resolve("NotATask")
+    with pytest.raises(TaskError, match="not built yet"):
+        resolve("pubmed-claims", "test", tmp_path)
+
+
+def test_mteb_task_gets_the_paper_instruction_without_download():
+    from stm.evaluation.tasks import to_mteb
+
+    task = to_mteb(resolve("TRECCOVID"))
+    assert task.metadata.prompt["query"] == "Given a query on COVID-19, retrieve documents that answer the query"
+
+
+def test_averages_follow_the_paper_groups():
+    scores = {"a": {"ndcg_at_10": 0.2}, "b": {"ndcg_at_10": 0.4}, "c": {"ndcg_at_10": 0.9}}
+    avg = averages(scores, {"a": "medical", "b": "medical", "c": "general"})
+    assert avg == {"medical": 0.3, "general": 0.9, "all": 0.5}

@@ -1,0 +1,102 @@
+"""The real embedded pipeline on the smoke profile, through `dvc repro`, in a temporary copy of the repository."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd, cwd, env, timeout=3000):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("smoke") / "repo"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    for f in filter(None, files):
+        src, dst = ROOT / f.decode(), repo / f.decode()
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(src.read_bytes())
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("profile: embedded", "profile: smoke", 1))
+    for r in (repo / "results").glob("**/*.json"):
+        r.unlink()  # results must come from this run
+    env = {**os.environ, "STM_ROOT": str(repo), "STM_WHEELS": str(ROOT / "data" / "assets" / "wheels"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    _run(["git", "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-qm", "smoke"], repo, env)
+    start = time.time()
+    proc = _run(["dvc", "repro"], repo, env)
+    return repo, env, time.time() - start, proc.stdout
+
+
+@pytest.mark.slow
+def test_every_stage_ran_every_notebook_executed_every_figure_exists(smoke_repo):
+    repo, env, seconds, log = smoke_repo
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    notebooks = [o for s in stages.values() for o in (s.get("do", s).get("outs") or [])
+                 if isinstance(o, dict) and str(next(iter(o))).endswith(".ipynb")]
+    assert notebooks
+    for nb in (repo / "reports").glob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, nb.name
+        assert nb.with_suffix(".html").exists()
+    executed = {p.stem for p in (repo / "reports").glob("*.ipynb")}
+    assert {"00_data", "01_synthesis", "02_prompts", "04_merge", "05_results", "06_ablations"} <= executed
+    assert {f"03_train_{e}" for e in ("med_real", "med_synth", "search", "nlu", "all")} <= executed
+    figures = [next(iter(o)) for s in stages.values() for o in (s.get("outs") or [])
+               if isinstance(o, dict) and str(next(iter(o))).endswith(".png")]
+    for fig in figures:
+        assert (repo / fig).stat().st_size > 10_000, fig
+    print(f"smoke dvc repro: {seconds:.0f} s")
+
+
+@pytest.mark.slow
+def test_results_record_what_moves_the_numbers(smoke_repo):
+    repo = smoke_repo[0]
+    expert = json.loads((repo / "results" / "experts" / "med_real.json").read_text())
+    for key in ("format", "backbone_path", "eval_dtype", "padding_side", "eos_appended", "train"):
+        assert key in expert["model"], key
+    assert expert["model"]["train"]["data"]["files"]
+    assert all("instruction" in t and "data_hash" in t for t in expert["tasks"].values())
+    merging = json.loads((repo / "results" / "merging.json").read_text())
+    assert set(merging["methods"]) == {"linear", "ties"}
+    assert merging["methods"]["linear"]["inmemory_vs_mergekit_max_abs_diff"] < 1e-3  # bf16-free fp32 check
+    assert (repo / "artifacts" / "merged" / "linear-sentence-transformers" / "README.md").exists()
+
+
+@pytest.mark.slow
+def test_evaluation_abstracts_are_disjoint_from_training(smoke_repo):
+    repo = smoke_repo[0]
+    train_ids = {json.loads(l)["pos_id"] for f in (repo / "data/processed/splits").glob("*.jsonl") for l in f.open()}
+    train_ids |= {json.loads(l)["neg_id"] for f in (repo / "data/processed/splits").glob("*.jsonl") for l in f.open()}
+    eval_ids = {json.loads(l)["_id"] for f in (repo / "data/processed/tasks").glob("*/*/corpus.jsonl") for l in f.open()}
+    test_ids = {json.loads(l)["_id"] for f in (repo / "data/processed/tasks/test").glob("*/corpus.jsonl") for l in f.open()}
+    dev_ids = {json.loads(l)["_id"] for f in (repo / "data/processed/tasks/dev").glob("*/corpus.jsonl") for l in f.open()}
+    assert eval_ids and train_ids and not (eval_ids & train_ids)
+    assert not (test_ids & dev_ids)
+
+
+@pytest.mark.slow
+def test_noop_repro_is_fast_and_metrics_show(smoke_repo):
+    repo, env, _, _ = smoke_repo
+    start = time.time()
+    proc = _run(["dvc", "repro"], repo, env, timeout=300)
+    assert "Running stage" not in proc.stdout
+    assert time.time() - start < 60
+    shown = _run(["dvc", "metrics", "show"], repo, env, timeout=120).stdout
+    assert "results/merging.json" in shown or "merging.json" in shown
