@@ -18,7 +18,7 @@ from stm.config import PromptsConfig, dump
 from stm.data.build import SPLIT_INSTRUCTIONS
 from stm.io import write_json
 from stm.synthesis.cache import generate_cached
-from stm.synthesis.filters import check, clean
+from stm.synthesis.filters import PROMPT_META, check, clean
 from stm.synthesis.generators import build_generator
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def generic_prompts(cfg: PromptsConfig, out: Path) -> tuple[list[str], dict]:
         drawn += n
         for o in outs:
             text = clean(o).strip('"')
-            reason = "generator_failed" if o is None else check(text, min_words=5, max_words=60)
+            reason = "generator_failed" if o is None else check(text, min_words=5, max_words=60, meta=PROMPT_META)
             if reason is None and text.lower() in {k.lower() for k in kept}:
                 reason = "duplicate"
             counts[reason or "kept"] = counts.get(reason or "kept", 0) + 1

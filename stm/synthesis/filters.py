@@ -6,11 +6,12 @@ import re
 from collections import Counter
 from difflib import SequenceMatcher
 
-META = re.compile(
-    r"^(sure|here is|here's|certainly|of course|i (can|cannot|can't|will)|as an ai|note:|this (document|passage|text))"
-    r"|(hard negative|negative document|the query|the positive document|original prompt)",
-    re.IGNORECASE,
-)
+_CHATTER = r"^(sure|here is|here's|certainly|of course|i (can|cannot|can't|will)|as an ai|note:|this (document|passage|text))"
+# for generated documents and queries: chatter, or talk about the task itself
+META = re.compile(_CHATTER + r"|(hard negative|negative document|the query|the positive document|original prompt)",
+                  re.IGNORECASE)
+# for generated retrieval prompts, which may well mention "the query": chatter only
+PROMPT_META = re.compile(_CHATTER + r"|(here are|generic prompt|prompt text)", re.IGNORECASE)
 PREFIX = re.compile(r"^(document|passage|question|query|answer|output)\s*[:\-]\s*", re.IGNORECASE)
 
 
@@ -32,6 +33,7 @@ def check(
     max_words: int,
     not_copies_of: tuple[str, ...] = (),
     max_similarity: float = 0.85,
+    meta: re.Pattern = META,
 ) -> str | None:
     """Return the reason a generated text is rejected, or ``None`` if it is kept."""
     if not text:
@@ -41,7 +43,7 @@ def check(
         return "too_short"
     if n > max_words:
         return "too_long"
-    if META.search(text):
+    if meta.search(text):
         return "meta_commentary"
     low = text.lower()
     for other in not_copies_of:

@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from stm.config import PromptsConfig
+from stm.prompts import optimizers
+from stm.training.model import Retriever, load_backbone
+from stm.config import FormatConfig
+
+
+class FakeGenerator:
+    """Stands in for any registry generator: returns fixed, partly garbage outputs."""
+
+    id = "fake"
+
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+        self.calls = 0
+
+    def settings(self):
+        return {"kind": "fake"}
+
+    def generate(self, prompts, seed_offset=0):
+        out = []
+        for _ in prompts:
+            out.append(self.outputs[self.calls % len(self.outputs)])
+            self.calls += 1
+        return out
+
+
+def test_gp_pools_are_deduplicated_filtered_and_nested(tmp_path, monkeypatch):
+    outputs = ["Find the documents that best answer the query at hand.", "Sure! Here is a prompt.",
+               "Rank every passage by how well it answers the question.", "Find the documents that best answer the query at hand.",
+               "Match the query to passages that contain its answer and its context.", "ok"]
+    monkeypatch.setattr(optimizers, "build_generator", lambda cfg: FakeGenerator(outputs))
+    cfg = PromptsConfig(gp_sizes=[1, 2, 3], gp_size=2)
+    selected = optimizers.run(cfg, tmp_path)
+    gp = json.loads((tmp_path / "gp.json").read_text())
+    assert gp["pools"]["1"] == gp["pools"]["3"][:1] and len(gp["pools"]["3"]) == 3
+    assert len(set(gp["pools"]["3"])) == 3
+    assert gp["counts"]["meta_commentary"] >= 1 and gp["counts"]["duplicate"] >= 1 and gp["counts"]["too_short"] >= 1
+    assert selected["pools"]["*"] == gp["pools"]["2"]
+    assert json.loads((tmp_path / "selected.json").read_text())["optimizer"] == "gp"
+
+
+def test_po_training_reads_the_selected_pool(tiny_model, processed, tmp_path):
+    from stm.io import write_json
+    from stm.training.data import load_rows
+    from test_training import tiny_cfg
+
+    write_json(processed / "prompts" / "selected.json", {"optimizer": "gp", "pools": {"*": ["P one", "P two"]}})
+    rows, record = load_rows(tiny_cfg(tiny_model, variant="po"), "nlu", processed)
+    assert {r["instruction"] for r in rows} == {"P one", "P two"}
+    assert record["prompts"]["optimizer"] == "gp"
+
+
+def test_gepa_runs_through_the_library_on_dev_rows_and_saves_history(tiny_model, processed, tmp_path, monkeypatch):
+    from conftest import make_triples
+    from stm.io import write_jsonl
+    from stm.prompts import gepa_adapter
+
+    write_jsonl(processed / "splits_dev" / "nlu.jsonl", make_triples(12, "nlu", seed=5))
+    monkeypatch.setattr(gepa_adapter.paths, "PROCESSED", processed)
+    monkeypatch.setattr(gepa_adapter, "build_generator", lambda cfg: FakeGenerator(
+        ["```\nRetrieve the abstract whose findings support the given claim about patients.\n```"]))
+    model, tok = load_backbone(str(tiny_model), "float32")
+    retriever = Retriever(model, tok, FormatConfig(max_query_tokens=16, max_passage_tokens=24))
+    cfg = PromptsConfig(optimizer="gepa", gepa={"budget": "light", "max_metric_calls": 30, "train_examples": 6,
+                                               "reflection_minibatch_size": 2})
+    best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, retriever=retriever)
+    assert history and all(0.0 <= h["val_score"] <= 1.0 for h in history)
+    assert history[0]["instruction"] == gepa_adapter.SPLIT_INSTRUCTIONS["nlu"]  # the seed candidate
+    assert best in [h["instruction"] for h in history]
+
+
+def test_unknown_optimizer_is_refused():
+    from stm.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="prompts.optimizer"):
+        validate("prompts", {"optimizer": "magic"})
