@@ -92,3 +92,14 @@ def test_empty_or_missing_split_fails_before_compute(tiny_model, processed, tmp_
     with pytest.raises(DataError, match=r"shn/search.jsonl: training file missing.*synthesis"):
         train(tiny_cfg(tiny_model, variant="shn"), "search", tmp_path / "y", processed)
     assert not (tmp_path / "x").exists()
+
+
+def test_same_seed_gives_identical_adapters(tiny_model, processed, tmp_path):
+    cfg = tiny_cfg(tiny_model, max_steps=3)
+    train(cfg, "nlu", tmp_path / "a", processed)
+    train(cfg, "nlu", tmp_path / "b", processed)
+    a, b = _adapter_tensors(tmp_path / "a"), _adapter_tensors(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(tiny_cfg(tiny_model, max_steps=3, seed=99), "nlu", tmp_path / "c", processed)
+    c = _adapter_tensors(tmp_path / "c")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
