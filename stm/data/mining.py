@@ -12,19 +12,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-
-MINERS: dict[str, Callable[[Sequence[str], Sequence[str], int], np.ndarray]] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        MINERS[name] = fn
-        return fn
-
-    return deco
+from stm.registry import Registry
 
 
-@register("bm25")
+MINERS: Registry[Callable[[Sequence[str], Sequence[str], int], np.ndarray]] = Registry("miner", "data.miner")
+
+
+@MINERS.register("bm25")
 def bm25_topk(corpus: Sequence[str], queries: Sequence[str], k: int) -> np.ndarray:
     import bm25s
 
@@ -36,7 +30,7 @@ def bm25_topk(corpus: Sequence[str], queries: Sequence[str], k: int) -> np.ndarr
     return np.asarray(docs)
 
 
-@register("minilm")
+@MINERS.register("minilm")
 def minilm_topk(corpus: Sequence[str], queries: Sequence[str], k: int) -> np.ndarray:
     import torch
     from sentence_transformers import SentenceTransformer
@@ -68,9 +62,7 @@ def mine_negatives(
     near_duplicate: float = 0.8,
 ) -> list[int]:
     """Return, per query, the corpus index of one sampled hard negative."""
-    if miner not in MINERS:
-        raise ValueError(f"unknown miner {miner!r}; known: {sorted(MINERS)}")
-    top = MINERS[miner](corpus, queries, k + 1)
+    top = MINERS.lookup(miner)(corpus, queries, k + 1)
     rng = random.Random(seed)
     out = []
     for i, pos in enumerate(positive_idx):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from stm.config import MergeSearchConfig
+from stm.registry import Registry
 
 
 @dataclass
@@ -26,15 +27,7 @@ class Candidate:
 
 
 Scorer = Callable[[Candidate], float]
-STRATEGIES: dict[str, Callable[..., list[dict]]] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        STRATEGIES[name] = fn
-        return fn
-
-    return deco
+STRATEGIES: Registry[Callable[..., list[dict]]] = Registry("search strategy", "merging.search.strategy")
 
 
 def _run(candidates: Iterator[Candidate], score: Scorer, budget: int) -> list[dict]:
@@ -44,7 +37,7 @@ def _run(candidates: Iterator[Candidate], score: Scorer, budget: int) -> list[di
     return history
 
 
-@register("grid")
+@STRATEGIES.register("grid")
 def grid(score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: bool) -> list[dict]:
     """The paper's grid (alpha in {0, .1, ..., .9} per expert, rho in {.1, ..., .9} for TIES), sampled
     down to the budget with a fixed seed; the uniform point (0.5 each) always comes first."""
@@ -63,7 +56,7 @@ def grid(score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: bool) -> l
     return _run(gen(), score, cfg.budget)
 
 
-@register("random")
+@STRATEGIES.register("random")
 def random_search(score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: bool) -> list[dict]:
     """Best of N uniform draws, as in the authors' release (weights in [0, 1], densities in [0.1, 0.9])."""
     rng = random.Random(cfg.seed)
@@ -79,7 +72,7 @@ def random_search(score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: b
     return _run(gen(), score, cfg.budget)
 
 
-@register("cmaes")
+@STRATEGIES.register("cmaes")
 def cmaes(score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: bool) -> list[dict]:
     """CMA-ES over weights (and densities), as in the release's Gemma model, via the ``cma`` package."""
     import cma
@@ -107,11 +100,7 @@ def cmaes(score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: bool) -> 
 
 
 def search(strategy: str, score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: bool) -> list[dict]:
-    try:
-        fn = STRATEGIES[strategy]
-    except KeyError:
-        raise ValueError(f"merging.search.strategy: unknown strategy {strategy!r}; known: {sorted(STRATEGIES)}") from None
-    return fn(score, n, cfg, uses_density)
+    return STRATEGIES.lookup(strategy)(score, n, cfg, uses_density)
 
 
 def best(history: list[dict]) -> dict:

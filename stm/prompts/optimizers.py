@@ -17,6 +17,7 @@ from stm import paths
 from stm.config import PromptsConfig, dump
 from stm.data.build import SPLIT_INSTRUCTIONS
 from stm.io import write_json
+from stm.registry import Registry
 from stm.synthesis.cache import generate_cached
 from stm.synthesis.filters import PROMPT_META, check, clean
 from stm.synthesis.generators import build_generator
@@ -39,18 +40,10 @@ Use a different style/approach from these examples:
 Make it unique and varied. The prompt should be effective for DOCUMENT RETRIEVAL.
 Generate only the prompt text, no explanations, do not specify any domain or document type to avoid confusing the model:"""
 
-OPTIMIZERS: dict[str, Callable[[PromptsConfig, Path], dict]] = {}
+OPTIMIZERS: Registry[Callable[[PromptsConfig, Path], dict]] = Registry("prompt optimizer", "prompts.optimizer")
 
 
-def register(name: str):
-    def deco(fn):
-        OPTIMIZERS[name] = fn
-        return fn
-
-    return deco
-
-
-@register("none")
+@OPTIMIZERS.register("none")
 def no_optimization(cfg: PromptsConfig, out: Path) -> dict:
     return {"optimizer": "none", "pools": {s: [SPLIT_INSTRUCTIONS[s]] for s in cfg.splits}}
 
@@ -82,7 +75,7 @@ def generic_prompts(cfg: PromptsConfig, out: Path) -> tuple[list[str], dict]:
     return kept, {"generator": gen.id, "settings": gen.settings(), "counts": counts}
 
 
-@register("gp")
+@OPTIMIZERS.register("gp")
 def gp(cfg: PromptsConfig, out: Path) -> dict:
     prompts, meta = generic_prompts(cfg, out)
     pools = {str(n): prompts[:n] for n in cfg.gp_sizes}
@@ -93,7 +86,7 @@ def gp(cfg: PromptsConfig, out: Path) -> dict:
     return {"optimizer": "gp", "size": cfg.gp_size, "actual_size": len(chosen), "pools": {"*": chosen}, **meta}
 
 
-@register("gepa")
+@OPTIMIZERS.register("gepa")
 def gepa_optimizer(cfg: PromptsConfig, out: Path) -> dict:
     from stm.prompts.gepa_adapter import optimize_split
 
@@ -108,10 +101,6 @@ def gepa_optimizer(cfg: PromptsConfig, out: Path) -> dict:
 
 def run(cfg: PromptsConfig, out: Path | None = None) -> dict:
     out = Path(out or paths.PROMPTS)
-    try:
-        fn = OPTIMIZERS[cfg.optimizer]
-    except KeyError:
-        raise ValueError(f"prompts.optimizer: unknown optimizer {cfg.optimizer!r}; known: {sorted(OPTIMIZERS)}") from None
-    selected = fn(cfg, out) | {"config": dump(cfg)}
+    selected = OPTIMIZERS.lookup(cfg.optimizer)(cfg, out) | {"config": dump(cfg)}
     write_json(out / "selected.json", selected)
     return selected

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from stm.config import GenerationConfig
+from stm.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +34,11 @@ class Generator(Protocol):
     def settings(self) -> dict: ...
 
 
-GENERATORS: dict[str, Callable[[GenerationConfig], Generator]] = {}
-
-
-def register(name: str):
-    def deco(cls):
-        GENERATORS[name] = cls
-        return cls
-
-    return deco
+GENERATORS: Registry[Callable[[GenerationConfig], Generator]] = Registry("generator", "generator.kind")
 
 
 def build_generator(cfg: GenerationConfig) -> Generator:
-    try:
-        factory = GENERATORS[cfg.kind]
-    except KeyError:
-        raise GeneratorError(f"unknown generator kind {cfg.kind!r}; known: {sorted(GENERATORS)}") from None
-    return factory(cfg)
+    return GENERATORS.lookup(cfg.kind)(cfg)
 
 
 def _public_settings(cfg: GenerationConfig) -> dict:
@@ -58,7 +47,7 @@ def _public_settings(cfg: GenerationConfig) -> dict:
     return {k: getattr(cfg, k) for k in keep}
 
 
-@register("local")
+@GENERATORS.register("local")
 class LocalGenerator:
     def __init__(self, cfg: GenerationConfig):
         import torch
@@ -112,7 +101,7 @@ class LocalGenerator:
         return [t.strip() for t in texts]
 
 
-@register("openai")
+@GENERATORS.register("openai")
 class OpenAIGenerator:
     def __init__(self, cfg: GenerationConfig):
         import openai
