@@ -33,8 +33,9 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             self.wfile.write(b'{"error": {"message": "boom"}}')
             return
         prompt = body["messages"][0]["content"]
-        text = {"ok": f"A document about {prompt.split()[3] if len(prompt.split()) > 3 else 'x'} and unrelated cardiology "
-                      "outcomes in adults with hypertension followed for ten years in a registry.",
+        positive = prompt.split('positive document: "')[-1].split('"')[0].split()
+        text = {"ok": f"An unrelated registry of adults followed for ten years mentions {' '.join(positive[-4:])} "
+                      "only in passing while reporting cardiology outcomes.",
                 "garbage": "Sure! Here is the hard negative document you asked for."}[self.mode]
         payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]}
@@ -152,3 +153,14 @@ def test_shn_stage_counts_rejections_and_falls_back(server, processed, tmp_path,
     rows = read_triples(processed / "synthesis" / "shn" / "search.jsonl")
     assert rows[0]["negative_source"].startswith("synthetic:openai") and rows[0]["mined_negative"]
     assert MARKER_KEY not in (tmp_path / "synthesis.json").read_text()
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("[URL] [TEXT] | Title | Subject | Author | Body of the document here", "markup"),
+    ("AUDIENCELESS COUNSELING FOR MEDICAL ADULTS AND ANALYTICS WITH THE JOINED TECHNOLOGY", "not_prose"),
+    ("Computer vision and audio processing analyse video content with convolutional networks", "off_topic"),
+    ("Insulin signalling in adipose tissue of lean rats was unaffected by a low fat diet", None),
+])
+def test_hard_negative_filters_for_small_generators(text, reason):
+    topic = "insulin resistance adipose tissue obese mice high fat diet"
+    assert check(text, min_words=5, max_words=100, on_topic_with=topic) == reason

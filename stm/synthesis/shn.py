@@ -41,8 +41,17 @@ Generate a HARD negative document that is:
 6. Should be harder than the original negative document but not as hard as a super hard negative
 IMPORTANT: Return ONLY the document text. Do not include any introductory text, explanations, summaries, or meta-commentary. Just return the raw document content."""
 
-# For completion-style small models: the same inputs, ending where the document should begin.
-COMPLETION_TEMPLATE = PAPER_TEMPLATE + "\n\nHard negative document:"
+# For completion-style small models (SmolLM2-135M, base Gemma): the same four inputs as a one-shot pattern.
+# Measured on SmolLM2-135M: with the paper's instruction it mostly wrote markup and chatter.
+COMPLETION_TEMPLATE = (
+    "Task: Given a keyword search query, retrieve relevant biomedical abstracts\n"
+    "Query: statin therapy cholesterol\n"
+    "Relevant abstract: Statin therapy reduced LDL cholesterol by 40% in 2,000 adults with hyperlipidemia over two years.\n"
+    "Easy negative: Malaria incidence fell after bed nets were distributed in rural Kenya.\n"
+    "Hard negative: Cholesterol crystals were imaged in arterial plaques of rabbits fed a high-fat diet; plaque size "
+    "grew with dietary cholesterol, and no drug therapy was studied.\n\n"
+    "Task: {instruction}\nQuery: {query}\nRelevant abstract: {positive}\nEasy negative: {negative}\nHard negative:"
+)
 
 TEMPLATES = {"paper": PAPER_TEMPLATE, "completion": COMPLETION_TEMPLATE}
 FIELDS = ("query", "instruction", "positive", "negative")
@@ -86,7 +95,8 @@ def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | Non
                 text = clean(outs[i])
                 reason = "generator_failed" if outs[i] is None else check(
                     text, min_words=cfg.min_words, max_words=cfg.max_words,
-                    not_copies_of=(r["positive"], r["query"]), max_similarity=cfg.max_similarity)
+                    not_copies_of=(r["positive"], r["query"]), max_similarity=cfg.max_similarity,
+                    on_topic_with=f"{r['query']} {r['positive']}")
             counts[reason or "kept"] += 1
             if cfg.mode == "replace":
                 if reason is None:
