@@ -77,3 +77,12 @@ def test_averages_follow_the_paper_groups():
     scores = {"a": {"ndcg_at_10": 0.2}, "b": {"ndcg_at_10": 0.4}, "c": {"ndcg_at_10": 0.9}}
     avg = averages(scores, {"a": "medical", "b": "medical", "c": "general"})
     assert avg == {"medical": 0.3, "general": 0.9, "all": 0.5}
+
+
+def test_bare_backbone_is_evaluated_with_the_configured_format(tiny_model):
+    from stm.config import EvaluationConfig
+    from stm.evaluation.run import decoder_encoder
+
+    cfg = EvaluationConfig(dtype="float32", format={"pooling": "mean", "max_passage_tokens": 40})
+    enc, record = decoder_encoder(str(tiny_model), cfg, "bare")
+    assert enc.retriever.fmt.pooling == "mean" and record["format"]["max_passage_tokens"] == 40

@@ -31,8 +31,10 @@ def run_baselines(cfg: EvaluationConfig, out: Path | None = None) -> dict:
 def decoder_encoder(source: str | Path, cfg: EvaluationConfig, name: str | None = None):
     from stm.training.export import load_retriever
 
-    retriever, record = load_retriever(source, fmt=None if Path(str(source)).exists() else cfg.format,
-                                       dtype=cfg.dtype)
+    from stm.training.export import RECORD
+
+    trained = (Path(str(source)) / RECORD).exists()  # trained models carry their own format; bare backbones use cfg's
+    retriever, record = load_retriever(source, fmt=None if trained else cfg.format, dtype=cfg.dtype)
     record = record | {"format": retriever.fmt.model_dump(), "eval_dtype": cfg.dtype,
                        "padding_side": retriever.tokenizer.padding_side,
                        "eos_appended": retriever.tokenizer("a")["input_ids"][-1] == retriever.tokenizer.eos_token_id}
