@@ -30,8 +30,8 @@ def smoke_repo(tmp_path_factory):
             dst.write_bytes(src.read_bytes())
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("profile: embedded", "profile: smoke", 1))
-    for r in (repo / "results").glob("**/*.json"):
-        r.unlink()  # results must come from this run
+    for r in [*(repo / "results").glob("**/*.json"), *(repo / "results").glob("**/*.png")]:
+        r.unlink()  # results and figures must come from this run
     env = {**os.environ, "STM_ROOT": str(repo), "STM_WHEELS": str(ROOT / "data" / "assets" / "wheels"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "HF_HUB_OFFLINE": "1"}
