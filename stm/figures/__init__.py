@@ -19,6 +19,12 @@ PAPER_BACKBONE_LABELS = {"qwen3-0.6b": "Qwen3-0.6B", "gemma-2b": "Gemma-2B", "ph
 EXPERT_LABELS = {"med_real": "Med-Real", "med_synth": "Med-Synth", "search": "Search", "nlu": "NLU", "all": "FT-all"}
 
 
+def config_expert() -> str:
+    from stm import config
+
+    return config.load("ablations").variant_expert
+
+
 def paper() -> dict:
     return yaml.safe_load(paths.PAPER_RESULTS.read_text())
 
@@ -140,6 +146,11 @@ def ablation_records(kind: str) -> dict[str, dict]:
     return {k: v for k, v in load_results(paths.RESULTS / "ablations").items() if k.startswith(kind)}
 
 
+def _not_run(ax, kind: str) -> None:
+    ax.text(0.5, 0.5, f"no {kind} cells run on this profile yet\n(dvc repro ablate_{kind})", ha="center", va="center",
+            transform=ax.transAxes, fontsize=9, color="gray")
+
+
 def variants_figure(dpi: int = 120) -> Path:
     """Table 4 analogue: one expert trained FT / SHN / PO / SHN+PO."""
     plt = _plt()
@@ -149,7 +160,9 @@ def variants_figure(dpi: int = 120) -> Path:
     order = [v for v in ("ft", "shn", "po", "shn_po") if v in ours]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     axes[0].bar([v.upper().replace("_", "+") for v in order], [ours[v] for v in order], color="#6baed6")
-    expert = next(iter(recs.values()))["model"]["train"]["expert"] if recs else "?"
+    if not recs:
+        _not_run(axes[0], "variant")
+    expert = next(iter(recs.values()))["model"]["train"]["expert"] if recs else config_expert()
     axes[0].set_title(f"ours: {EXPERT_LABELS.get(expert, expert)} expert")
     axes[0].set_ylabel("avg nDCG@10")
     for j, b in enumerate(PAPER_BACKBONE_LABELS):
@@ -173,8 +186,11 @@ def training_size_figure(dpi: int = 120) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     means = [statistics.mean(by_size[s]) for s in sizes]
     sds = [statistics.pstdev(by_size[s]) for s in sizes]
-    axes[0].errorbar(sizes, means, yerr=sds, marker="o", capsize=3)
-    axes[0].set_xscale("log")
+    if sizes:
+        axes[0].errorbar(sizes, means, yerr=sds, marker="o", capsize=3)
+        axes[0].set_xscale("log")
+    else:
+        _not_run(axes[0], "size")
     axes[0].set_xlabel("training rows")
     axes[0].set_ylabel("avg nDCG@10")
     axes[0].set_title(f"ours: FT-all on subsets ({len(next(iter(by_size.values()), []))} seeds)")
@@ -195,6 +211,8 @@ def prompt_pools_figure(dpi: int = 120) -> Path:
     ours.sort(key=lambda x: int(x[0][2:]) if x[0][2:].isdigit() else 0)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     axes[0].bar([n for n, _ in ours], [v for _, v in ours], color="#9e9ac8")
+    if not ours:
+        _not_run(axes[0], "po")
     axes[0].set_title("ours: expert trained with GP-N prompt pools")
     p = paper()["table10_prompt_optimization"]
     keys = ["ft_all", "gp10", "gp20", "gp50", "gp100", "gepa_light", "gepa_medium", "gepa_heavy"]
