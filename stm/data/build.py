@@ -126,8 +126,8 @@ def _keyword_tasks(pool: list[Article], n_queries: int, rng: random.Random, n_wo
     kw = (corpus, queries, qrels)
     # COVID: a topic keyword; COVID abstracts tagged with it are highly relevant (2), COVID abstracts
     # mentioning it are partially relevant (1); non-COVID abstracts on the topic are distractors.
-    covid_docs = {f"pmid:{a.pmid}" for a in pool if a.is_covid}
-    counts = Counter(k for d in covid_docs for k in kw_sets[d] if not _COVID.search(k) and len(k) > 3)
+    covid_docs = [f"pmid:{a.pmid}" for a in pool if a.is_covid]  # a list: set order varies with the hash seed
+    counts = Counter(k for d in covid_docs for k in sorted(kw_sets[d]) if not _COVID.search(k) and len(k) > 3)
     topics = [k for k, c in counts.most_common() if c >= 2][:n_queries]
     if len(topics) < 3:  # tiny pools (smoke profile): single-document topics keep the task non-empty
         topics = [k for k, _ in counts.most_common(n_queries)]

@@ -1,0 +1,36 @@
+import json
+import os
+import subprocess
+import sys
+
+SCRIPT = r"""
+import json, random
+from stm.data.pubmed import Article
+from stm.data.build import _keyword_tasks, _mesh_task, _claims_task
+rng = random.Random(0)
+words = ["vaccine hesitancy", "anxiety", "mental health", "telemedicine", "obesity", "sleep", "long covid", "children",
+         "nurses", "lockdown", "depression", "diabetes"]
+arts = []
+for i in range(80):
+    kws = rng.sample(words, 3) + (["COVID-19"] if i % 2 else [])
+    text = " ".join(rng.sample(words, 4)) + " were studied in a cohort. " * 8
+    arts.append(Article(pmid=str(1000 + i), title=f"t{i}", language="eng", year="2021",
+                        sections=[("BACKGROUND", text), ("RESULTS", "Rates fell by half in the cohort."),
+                                  ("CONCLUSIONS", "Vaccine hesitancy was linked to anxiety in the cohort studied.")],
+                        keywords=kws, mesh_major=rng.sample(words, 2), mesh_minor=rng.sample(words, 2)))
+kw, cov = _keyword_tasks(arts, 30, random.Random(1), 50)
+out = {"kw": kw[1:], "cov": cov[1:], "mesh": _mesh_task(arts, 10, random.Random(2), 50)[1:],
+       "claims": _claims_task(arts, 10, random.Random(3), 50)[1:]}
+print(json.dumps(out, sort_keys=False))
+"""
+
+
+def test_task_construction_does_not_depend_on_the_hash_seed():
+    outs = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, check=True)
+        outs.append(proc.stdout)
+    assert outs[0] == outs[1] == outs[2]
+    data = json.loads(outs[0])
+    assert data["cov"][0] and data["mesh"][0] and data["kw"][0]
