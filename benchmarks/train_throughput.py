@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from common import matmul_peak_tflops, peak_rss_mb, save
 from stm import config
-from stm.data.assets import resolve_model
 from stm.paths import setup_environment
 from stm.training.data import load_rows
 from stm.training.loss import InfoNCE

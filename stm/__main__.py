@@ -65,7 +65,6 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_merge(args) -> None:
-    from stm import config
     from stm.merging.stage import run_stage
 
     run_stage()

@@ -1,5 +1,3 @@
-import torch
-
 from stm.training.export import export_sentence_transformers, load_retriever
 from stm.training.train import train
 from test_training import tiny_cfg

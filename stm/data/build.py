@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 from stm import paths
@@ -329,14 +329,3 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
 
 def split_path(split: str, root: Path | None = None) -> Path:
     return Path(root or paths.PROCESSED) / "splits" / f"{split}.jsonl"
-
-
-def task_instructions() -> dict[str, str]:
-    return {k: v["instruction"] for k, v in TASKS.items()}
-
-
-def by_split(rows: list[dict]) -> dict[str, list[dict]]:
-    out = defaultdict(list)
-    for r in rows:
-        out[r["split"]].append(r)
-    return dict(out)

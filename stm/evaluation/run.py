@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from stm import paths
@@ -56,13 +55,3 @@ def dev_score(result: dict, ndcg_weight: float) -> float:
     """The merge-selection score: w * nDCG@10 + (1 - w) * Recall@10, averaged over dev tasks."""
     vals = [ndcg_weight * s["ndcg_at_10"] + (1 - ndcg_weight) * s["recall_at_10"] for s in result["scores"].values()]
     return round(sum(vals) / len(vals), 5)
-
-
-def summary(results: dict[str, dict], tasks: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    """{model: {task: nDCG@10, ..., 'avg': ...}} from evaluation records."""
-    out = {}
-    for name, r in results.items():
-        row = {t: s["ndcg_at_10"] for t, s in r["scores"].items() if tasks is None or t in tasks}
-        row["avg"] = r["averages"].get("all")
-        out[name] = row
-    return out

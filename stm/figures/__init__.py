@@ -9,11 +9,15 @@ of patterns (which model wins), not of absolute values.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from stm import paths
 from stm.io import read_json
+
+if TYPE_CHECKING:
+    import pandas
 
 PAPER_BACKBONE_LABELS = {"qwen3-0.6b": "Qwen3-0.6B", "gemma-2b": "Gemma-2B", "phi4-mini": "Phi4-mini"}
 EXPERT_LABELS = {"med_real": "Med-Real", "med_synth": "Med-Synth", "search": "Search", "nlu": "NLU", "all": "FT-all"}

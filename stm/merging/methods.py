@@ -10,7 +10,7 @@ bases or tokenizers) are refused before any work, naming the key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,5 +114,3 @@ def run_mergekit(config: dict, out: Path) -> Path:
                   options=MergeOptions(copy_tokenizer=True, lazy_unpickle=False, quiet=True))
     return out
 
-
-MethodFn = Callable[..., dict]

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from stm import config, paths
 from stm.config import TrainingConfig
-from stm.io import read_json
 from stm.training.train import train
 
 
@@ -31,7 +30,3 @@ def train_and_evaluate(cfg: TrainingConfig, expert: str, name: str | None = None
                             extra={"train": {k: record[k] for k in ("steps", "final_loss", "mean_tokens_per_s",
                                                                      "data", "variant", "expert")}})
     return {"train": record, "eval": result}
-
-
-def load_result(expert: str, name: str | None = None) -> dict:
-    return read_json(result_path(expert, name))
