@@ -54,7 +54,7 @@ def main():
         hit = next((i + 1 for i, h in enumerate(hist) if h["score"] >= target - 0.005), None)
         out["strategies"][strategy] = {"best": max(h["score"] for h in hist), "evaluations_to_within_0.005": hit}
     # one candidate the slow way: mergekit writes a model, we reload and score it
-    record = {"backbone_path": merger.record["backbone_path"]} | merger.record
+    record = merger.record
     tmp = paths.ARTIFACTS / "bench-merge"
     full = [save_full_model(adapters[n], tmp / "experts" / n, record) for n in names]
     t = time.perf_counter()

@@ -7,6 +7,7 @@ the per-task instructions of the authors' evaluation config (digest section 5.2)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from stm import paths
@@ -54,13 +55,24 @@ class TaskSpec:
     folder: Path | None = None
 
     def record(self) -> dict:
-        from stm.io import tree_hash
-
         rec = {"name": self.name, "kind": self.kind, "group": self.group, "instruction": self.instruction,
                "split": self.split}
         if self.folder is not None:
-            rec["data_hash"] = tree_hash(self.folder)
+            rec["data_hash"] = _data_hash(self.folder)
         return rec
+
+
+# Merge search evaluates the same dev folders once per candidate: read and hash each folder once per process.
+@lru_cache(maxsize=None)
+def _data_hash(folder: Path) -> str:
+    from stm.io import tree_hash
+
+    return tree_hash(folder)
+
+
+@lru_cache(maxsize=None)
+def _read(folder: Path, split: str):
+    return read_beir(folder, split)
 
 
 def resolve(spec: str, split: str = "test", root: Path | None = None) -> TaskSpec:
@@ -103,7 +115,7 @@ def _local_task(task: TaskSpec):
     from mteb.abstasks import AbsTaskRetrieval
     from mteb.abstasks.task_metadata import TaskMetadata
 
-    data = read_beir(task.folder, task.split)
+    data = _read(task.folder, task.split)
 
     class LocalBeirTask(AbsTaskRetrieval):
         metadata = TaskMetadata(
