@@ -68,7 +68,8 @@ def test_two_process_training_equals_single_process(tiny_model, processed, tmp_p
         "import sys\nfrom pathlib import Path\nfrom stm import config\nfrom stm.training.train import train\n"
         f"cfg = config.load('training', Path({str(params)!r}))\n"
         f"train(cfg, 'nlu', Path(sys.argv[1]), Path({str(processed)!r}))\n")
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    # gloo on CPU processes, also on a GPU machine (two ranks cannot share one GPU under NCCL)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run([sys.executable, str(script), str(tmp_path / "one")], check=True, env=env)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
                     str(script), str(tmp_path / "two")], check=True, env=env, timeout=300)
@@ -103,3 +104,14 @@ def test_same_seed_gives_identical_adapters(tiny_model, processed, tmp_path):
     train(tiny_cfg(tiny_model, max_steps=3, seed=99), "nlu", tmp_path / "c", processed)
     c = _adapter_tensors(tmp_path / "c")
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    import pytest
+
+    from stm.training.train import Dist, device_for
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match=r"local rank 1 has no GPU: this node has 1"):
+        device_for(Dist(rank=1, world=2, local_rank=1))

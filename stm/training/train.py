@@ -63,6 +63,11 @@ def init_distributed() -> Dist:
 
 def device_for(dist: Dist) -> torch.device:
     if torch.cuda.is_available():
+        if dist.local_rank >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"process with local rank {dist.local_rank} has no GPU: this node has {torch.cuda.device_count()}. "
+                "Launch at most one process per GPU (--nproc-per-node), or hide the GPUs "
+                "(CUDA_VISIBLE_DEVICES='') to train on CPU processes over gloo")
         torch.cuda.set_device(dist.local_rank)
         return torch.device("cuda", dist.local_rank)
     return torch.device("cpu")

@@ -1,0 +1,112 @@
+"""Wall time of `dvc repro` split by stage, then a no-op `dvc repro` of the same target.
+
+    python benchmarks/pipeline.py report          # the embedded main line (stages that are out of date)
+    python benchmarks/pipeline.py ablations       # the embedded ablations
+    python benchmarks/pipeline.py --profile smoke # everything on the smoke profile (a temporary copy of the tree)
+
+The target's stages are taken from DVC's own graph, dependencies first, and each one is run with
+`dvc repro --single-item`, so the per-stage times add up to the whole run. Stages that are already up to date
+are skipped and listed as such (delete their outputs, or use `--force`, to time them). With `--profile` other than
+the one in params.yaml the run happens in a temporary copy, so the committed results stay untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import save  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, text=True, capture_output=True)
+
+
+ORDER = """
+import sys, networkx as nx
+from dvc.repo import Repo
+g = Repo(".").index.graph                      # edges point from a stage to the stages it depends on
+nodes = {s.addressing: s for s in g.nodes}
+target = sys.argv[1]
+if target and target not in nodes:
+    sys.exit(f"unknown stage {target!r}; stages: {sorted(nodes)}")
+order = nx.dfs_postorder_nodes(g, nodes[target]) if target else reversed(list(nx.topological_sort(g)))
+print(" ".join(s.addressing for s in order))
+"""
+
+
+def stage_order(target: str, cwd: Path) -> list[str]:
+    """The target's stages and their upstream, dependencies first (from DVC's own graph)."""
+    res = subprocess.run([sys.executable, "-c", ORDER, target], cwd=cwd, text=True, capture_output=True)
+    if res.returncode:
+        sys.exit(res.stderr[-2000:])
+    return res.stdout.split()
+
+
+def copy_tree(profile: str) -> Path:
+    """A throwaway copy of the project (tracked files + cached assets) with `profile:` switched."""
+    dst = Path(tempfile.mkdtemp(prefix=f"stm-pipeline-{profile}-")) / "repo"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, text=True, capture_output=True, check=True).stdout.split()
+    for f in files:
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dst / f)
+    for keep in ("data/assets", ".dvc/config"):
+        src = ROOT / keep
+        if src.is_dir():
+            shutil.copytree(src, dst / keep, symlinks=True, dirs_exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    params = (dst / "params.yaml").read_text()
+    (dst / "params.yaml").write_text(re.sub(r"(?m)^profile: \S+", f"profile: {profile}", params, count=1))
+    return dst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("target", nargs="?", default="", help="a stage; empty: the whole DAG")
+    ap.add_argument("--profile", default=None, help="run in a temporary copy with this profile")
+    ap.add_argument("--force", action="store_true", help="rerun stages even if up to date")
+    args = ap.parse_args()
+
+    cwd = copy_tree(args.profile) if args.profile else ROOT
+    env_profile = args.profile or re.search(r"(?m)^profile: (\S+)", (ROOT / "params.yaml").read_text())[1]
+    stages = stage_order(args.target, cwd)
+    print(f"{len(stages)} stages in {cwd}", flush=True)
+    times: dict[str, float] = {}
+    skipped: list[str] = []
+    start = time.perf_counter()
+    for stage in stages:
+        t = time.perf_counter()
+        res = dvc(["repro", "--single-item", *(["--force"] if args.force else []), stage], cwd)
+        if res.returncode:
+            sys.exit(f"stage {stage} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+        if "Running stage" not in res.stdout:       # up to date: DVC skipped it
+            skipped.append(stage)
+            continue
+        times[stage] = round(time.perf_counter() - t, 1)
+        print(f"{stage:28s} {times[stage]:8.1f} s", flush=True)
+    total = round(time.perf_counter() - start, 1)
+    t = time.perf_counter()
+    noop = dvc(["repro", *([args.target] if args.target else [])], cwd)
+    noop_s = round(time.perf_counter() - t, 2)
+    if noop.returncode:
+        sys.exit(f"no-op dvc repro failed:\n{noop.stderr[-2000:]}")
+    print(f"{'total':28s} {total:8.1f} s\n{'no-op dvc repro':28s} {noop_s:8.2f} s")
+    save(f"pipeline_{env_profile}_{args.target or 'all'}",
+         {"profile": env_profile, "target": args.target or "(all)", "stage_seconds": times, "up_to_date": skipped,
+          "total_seconds": total, "noop_seconds": noop_s, "cwd": str(cwd) if args.profile else "."})
+    if args.profile and not os.environ.get("STM_KEEP_COPY"):
+        shutil.rmtree(cwd.parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
