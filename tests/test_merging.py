@@ -101,3 +101,42 @@ def test_search_strategies_respect_budget_and_find_optimum(strategy):
     assert len(hist) == 30
     assert all(h["densities"] and all(0 <= d <= 1 for d in h["densities"]) for h in hist)
     assert max(h["score"] for h in hist) > score(type("C", (), {"weights": [0.5, 0.5, 0.5]}))
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_killed_search_resumes_from_its_score_cache(strategy, tmp_path):
+    """A search killed after 3 scores, rerun: the same history as an uninterrupted run, only the rest scored."""
+    from stm.merging.search import ScoreCache
+
+    cfg = MergeSearchConfig(strategy=strategy, budget=8, seed=3)
+    calls = []
+
+    def score(c):
+        calls.append(c)
+        return -sum((w - 0.3) ** 2 for w in c.weights) - sum((d - 0.5) ** 2 for d in c.densities)
+
+    def dying(c):
+        if len(calls) == 3:
+            raise Killed
+        return score(c)
+
+    reference = search(strategy, score, 3, cfg, True)
+    calls.clear()
+    path = tmp_path / "ties.jsonl"
+    with pytest.raises(Killed):
+        search(strategy, dying, 3, cfg, True, ScoreCache(path, "fp"))
+    assert len(path.read_text().splitlines()) == 3
+    with path.open("a") as f:
+        f.write('{"fingerprint": "fp", "cand')            # a kill in the middle of a write
+    calls.clear()
+    resumed = search(strategy, score, 3, cfg, True, ScoreCache(path, "fp"))
+    assert resumed == reference
+    assert len(calls) == 8 - 3
+    calls.clear()                                          # a changed input (fingerprint) rescores everything
+    assert search(strategy, score, 3, cfg, True, ScoreCache(path, "other")) == reference
+    assert len(calls) == 8
+    assert len(ScoreCache(path, "fp").scores) == 8        # the torn line did not swallow the next one

@@ -1,7 +1,7 @@
 import torch
 
 from stm.config import TrainingConfig
-from stm.training.train import Interrupted, batch_order, train
+from stm.training.train import Interrupted, batch_order, checkpoint_dir, train
 
 
 def tiny_cfg(tiny_model, **kw) -> TrainingConfig:
@@ -25,23 +25,41 @@ def test_training_reduces_loss_and_writes_records(tiny_model, processed, tmp_pat
     assert sum(h["loss"] for h in log[-3:]) < sum(h["loss"] for h in log[:3])
     assert rec["data"]["files"] and rec["data"]["rows"] == 24
     assert (tmp_path / "run" / "adapter" / "stm_retriever.json").exists()
-    assert not (tmp_path / "run" / "checkpoint").exists()
+    assert not checkpoint_dir(tmp_path / "run").exists()
 
 
-def test_resume_after_interrupt_matches_uninterrupted(tiny_model, processed, tmp_path):
+def test_resume_after_interrupt_matches_uninterrupted(tiny_model, processed, tmp_path, caplog):
+    import shutil
+
     cfg = tiny_cfg(tiny_model)
     train(cfg, "search", tmp_path / "full", processed)
     try:
         train(cfg, "search", tmp_path / "cut", processed, interrupt_after=3)
     except Interrupted:
         pass
-    assert (tmp_path / "cut" / "checkpoint" / "state.pt").exists()
+    assert (checkpoint_dir(tmp_path / "cut") / "state.pt").exists()
     assert not (tmp_path / "cut" / "adapter").exists()
-    train(cfg, "search", tmp_path / "cut", processed)
+    shutil.rmtree(tmp_path / "cut", ignore_errors=True)  # what dvc repro does to a stage's outputs before a rerun
+    with caplog.at_level("INFO", logger="stm.training.train"):
+        train(cfg, "search", tmp_path / "cut", processed)
+    assert "resuming search from step 2" in caplog.text
+    assert not checkpoint_dir(tmp_path / "cut").exists()
     a, b = _adapter_tensors(tmp_path / "full"), _adapter_tensors(tmp_path / "cut")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tiny_model, processed, tmp_path, caplog):
+    try:
+        train(tiny_cfg(tiny_model), "nlu", tmp_path / "x", processed, interrupt_after=3)
+    except Interrupted:
+        pass
+    with caplog.at_level("INFO", logger="stm.training.train"):
+        train(tiny_cfg(tiny_model, learning_rate=5e-3), "nlu", tmp_path / "x", processed)
+    assert "another configuration" in caplog.text and "resuming" not in caplog.text
+    log = __import__("json").loads((tmp_path / "x" / "train_log.json").read_text())
+    assert [h["step"] for h in log] == list(range(1, 7))
 
 
 def test_batch_order_is_seeded_and_covers_epochs():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -14,10 +15,10 @@ from stm.config import EvaluationConfig, MergingConfig, dump
 from stm.evaluation.encoders import DecoderEncoder
 from stm.evaluation.harness import evaluate
 from stm.evaluation.run import dev_score, task_specs
-from stm.io import atomic_path, read_json, write_json
+from stm.io import atomic_path, read_json, sha256_file, sha256_text, write_json
 from stm.merging.inmemory import DeltaMerger, coefficients
 from stm.merging.methods import get_method, mergekit_config, run_mergekit
-from stm.merging.search import Candidate, best, search
+from stm.merging.search import Candidate, ScoreCache, best, search
 from stm.training.export import export_sentence_transformers, load_retriever
 from stm.training.model import load_backbone
 
@@ -48,6 +49,16 @@ def model_card(method: str, experts: list[str], chosen: dict, dev: float, test: 
             f"`{strategy}` search on dev tasks (dev score {dev:.4f}).\n\n| expert | weight | density |\n|---|---|---|\n"
             f"{rows}\n\nTest nDCG@10:\n\n| task | nDCG@10 |\n|---|---|\n{scores}\n\n"
             "Load with `SentenceTransformer(path)`; pooling, prompts, EOS and left padding are kept.\n")
+
+
+def search_fingerprint(method: str, adapter_dirs: list[Path], dev_specs, mcfg: MergingConfig,
+                       ecfg: EvaluationConfig) -> str:
+    """What a candidate's dev score depends on: expert weights, dev data, dtypes, metric weighting."""
+    parts = {"method": method, "experts": [[sha256_file(d / f) for f in ("adapter_model.safetensors", "stm_retriever.json")]
+                                           for d in adapter_dirs],
+             "dev": [t.record() for t in dev_specs], "eval_dtype": ecfg.dtype, "batch_size": ecfg.batch_size,
+             "merge_dtype": mcfg.dtype, "ndcg_weight": mcfg.search.ndcg_weight}
+    return sha256_text(json.dumps(parts, sort_keys=True, default=str))[:24]
 
 
 def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], out_root: Path | None = None,
@@ -91,8 +102,11 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
             return s
 
         budget = mcfg.budgets.get(method, mcfg.search.budget)
+        # beside the DVC output, not inside it: DVC deletes a stage's outputs before rerunning it
+        cache = ScoreCache(out_root.parent / f".{out_root.name}-search" / f"{method}.jsonl",
+                           search_fingerprint(method, adapter_dirs, dev_specs, mcfg, ecfg))
         history = search(mcfg.search.strategy, score, len(names), mcfg.search.model_copy(update={"budget": budget}),
-                         m.uses_density)
+                         m.uses_density, cache)
         chosen = best(history)
         final = out_root / method
         cfg = mergekit_config(method, list(full.values()), chosen["weights"], base, chosen["densities"], mcfg.dtype)

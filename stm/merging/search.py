@@ -1,7 +1,9 @@
 """Merge-weight search strategies (a registry): ``grid``, ``random`` and ``cmaes``.
 
 Each proposes candidates within a budget and records every score, so the full history is saved.
-Candidates are scored on **dev** tasks only: score = w * nDCG@10 + (1 - w) * Recall@10, averaged
+With a :class:`ScoreCache`, each score is appended to a JSONL file as soon as it is known, so a killed
+search resumes: the strategies are seeded, so they propose the same candidates again, and the cached ones
+cost nothing. Candidates are scored on **dev** tasks only: score = w * nDCG@10 + (1 - w) * Recall@10, averaged
 over the dev tasks (``merging.search.ndcg_weight``; the paper names both metrics but not how it
 combined them).
 """
@@ -9,9 +11,13 @@ combined them).
 from __future__ import annotations
 
 import itertools
+import json
+import logging
+import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from stm.config import MergeSearchConfig
 from stm.registry import Registry
@@ -27,6 +33,48 @@ class Candidate:
 
 
 Scorer = Callable[[Candidate], float]
+log = logging.getLogger(__name__)
+
+
+class ScoreCache:
+    """Scores of candidates, appended to ``path`` one JSON line each as they are computed.
+
+    ``fingerprint`` names everything the score depends on (experts, dev data, dtypes, metric weights); lines
+    with another fingerprint are ignored, so a changed input rescores rather than reusing stale numbers.
+    A torn last line (a kill mid-write) is skipped.
+    """
+
+    def __init__(self, path: Path | str, fingerprint: str):
+        self.path, self.fingerprint = Path(path), fingerprint
+        self.scores: dict[str, float] = {}
+        self.reused = 0
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if row.get("fingerprint") == fingerprint:
+                    self.scores[row["candidate"]] = row["score"]
+
+    def wrap(self, score: Scorer) -> Scorer:
+        def cached(cand: Candidate) -> float:
+            key = json.dumps(cand.as_dict(), sort_keys=True)
+            if key in self.scores:
+                self.reused += 1
+                return self.scores[key]
+            value = score(cand)
+            self.scores[key] = value
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
+            with self.path.open("a") as f:
+                f.write(("\n" if torn else "") + json.dumps(
+                    {"fingerprint": self.fingerprint, "candidate": key, "score": value}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            return value
+
+        return cached
 STRATEGIES: Registry[Callable[..., list[dict]]] = Registry("search strategy", "merging.search.strategy")
 
 
@@ -99,8 +147,15 @@ def cmaes(score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: bool) -> 
     return history
 
 
-def search(strategy: str, score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: bool) -> list[dict]:
-    return STRATEGIES.lookup(strategy)(score, n, cfg, uses_density)
+def search(strategy: str, score: Scorer, n: int, cfg: MergeSearchConfig, uses_density: bool,
+           cache: ScoreCache | None = None) -> list[dict]:
+    run = STRATEGIES.lookup(strategy)
+    if cache is None:
+        return run(score, n, cfg, uses_density)
+    history = run(cache.wrap(score), n, cfg, uses_density)
+    if cache.reused:
+        log.info("merge search resumed: %d of %d candidates' scores read from %s", cache.reused, len(history), cache.path)
+    return history
 
 
 def best(history: list[dict]) -> dict:

@@ -11,15 +11,19 @@ One code path for a laptop CPU and a GPU cluster:
   (queries, then passages) per step that we make.
 
 Checkpoints (adapter, optimizer, scheduler, step) are written atomically every
-``checkpoint_every`` steps; a killed run resumes from the last one and ends with the same adapter as
-an uninterrupted run (data order depends only on the seed and the step).
+``checkpoint_every`` steps, beside the output folder (``.<name>-checkpoint``) rather than inside it,
+because ``dvc repro`` deletes a stage's outputs before rerunning it. A killed run resumes from the
+last one and ends with the same adapter as an uninterrupted run (data order depends only on the seed
+and the step). A checkpoint written for another configuration or other data is not resumed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +35,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from stm.config import TrainingConfig, dump
 from stm.data.assets import resolve_model
-from stm.io import atomic_path, environment_record, write_json
+from stm.io import atomic_path, environment_record, sha256_text, write_json
 from stm.training.data import load_rows
 from stm.training.loss import InfoNCE
 from stm.training.model import Retriever, load_backbone
@@ -118,16 +122,22 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _save_checkpoint(path: Path, retriever: Retriever, opt, sched, step: int, history: list) -> None:
+def checkpoint_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}-checkpoint"
+
+
+def _save_checkpoint(path: Path, retriever: Retriever, opt, sched, step: int, history: list, fingerprint: str) -> None:
     with atomic_path(path) as tmp:
         tmp.mkdir()
         torch.save({"params": {n: p.detach().cpu() for n, p in _trainable(retriever.model).items()},
                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                    "history": history}, tmp / "state.pt")
+                    "history": history, "fingerprint": fingerprint}, tmp / "state.pt")
 
 
-def _load_checkpoint(path: Path, retriever: Retriever, opt, sched) -> tuple[int, list]:
+def _load_checkpoint(path: Path, retriever: Retriever, opt, sched, fingerprint: str) -> tuple[int, list] | None:
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        return None
     params = _trainable(retriever.model)
     with torch.no_grad():
         for n, t in state["params"].items():
@@ -157,11 +167,16 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
     sched = get_linear_schedule_with_warmup(opt, min(cfg.warmup_steps, steps), steps)
     loss_fn = InfoNCE(cfg.temperature, cfg.hard_negatives_in_denominator, cfg.gather_across_devices)
     order = batch_order(len(rows), cfg.batch_size, steps, cfg.seed)
-    ckpt = out_dir / "checkpoint"
+    ckpt = checkpoint_dir(out_dir)
+    fingerprint = sha256_text(json.dumps([expert, dist.world, dump(cfg), data_record], sort_keys=True, default=str))
     start, history = 0, []
-    if ckpt.exists():
-        start, history = _load_checkpoint(ckpt, retriever, opt, sched)
-        log.info("resuming %s from step %d", expert, start)
+    if (ckpt / "state.pt").exists():
+        resumed = _load_checkpoint(ckpt, retriever, opt, sched, fingerprint)
+        if resumed is None:
+            log.warning("%s: checkpoint %s was written for another configuration or data; starting over", expert, ckpt)
+        else:
+            start, history = resumed
+            log.info("resuming %s from step %d", expert, start)
     local = cfg.batch_size // dist.world
     has_extra = "extra_negative" in rows[0]
     retriever.train()
@@ -202,7 +217,7 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
         bar.update(1)
         done = step + 1
         if dist.main and (done % cfg.checkpoint_every == 0) and done < steps:
-            _save_checkpoint(ckpt, retriever, opt, sched, done, history)
+            _save_checkpoint(ckpt, retriever, opt, sched, done, history, fingerprint)
         if interrupt_after is not None and done >= interrupt_after:
             raise Interrupted(f"interrupted after step {done}")
     bar.close()
@@ -228,8 +243,6 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
         write_json(out_dir / "train_log.json", history)
         write_json(out_dir / "train_record.json", record)
         if ckpt.exists():
-            import shutil
-
             shutil.rmtree(ckpt)
     if dist.world > 1:
         torch.distributed.barrier()
