@@ -75,9 +75,12 @@ def _cmd_merge(args) -> None:
 
 
 def _cmd_ablate(args) -> None:
-    from stm.training.ablations import run_cell
+    from stm.training.ablations import run_cell, run_pretrain
 
-    run_cell(args.kind, args.index, args.seed_index)
+    if args.kind == "pretrain":
+        run_pretrain()
+    else:
+        run_cell(args.kind, args.index, args.seed_index)
 
 
 def _cmd_backbone(args) -> None:
@@ -125,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out")
     sub.add_parser("merge", help="search merge weights on dev, build merges, evaluate on test")
     sub.add_parser("backbone", help="evaluate the untrained backbone (the reference every expert must beat)")
-    a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po (Table 10)")
-    a.add_argument("kind", choices=["variant", "size", "po"])
-    a.add_argument("index", type=int, help="index into ablations.variants / ablations.sizes / prompts.gp_sizes")
+    a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po (Table 10), "
+                                      "pretrain (Figure 3: all three of its cells)")
+    a.add_argument("kind", choices=["variant", "size", "po", "pretrain"])
+    a.add_argument("index", type=int, nargs="?", default=0,
+                   help="index into ablations.variants / ablations.sizes / prompts.gp_sizes")
     a.add_argument("--seed-index", type=int, default=0)
     n = sub.add_parser("notebook", help="execute a notebook with papermill and render it to HTML")
     n.add_argument("name")

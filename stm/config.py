@@ -200,6 +200,8 @@ class TrainingConfig(Strict):
     max_steps: int | None = Field(default=60, ge=1, description="None: one epoch.")
     epochs: float = Field(default=1.0, gt=0)
     max_train_rows: int | None = Field(default=None, ge=2, description="Subsample a split (Figure 4).")
+    train_file: str | None = Field(default=None, description="Train on this triple file instead of the expert's split.")
+    init_adapter: str | None = Field(default=None, description="Start from this LoRA adapter (PT+FT, Figure 3).")
     temperature: float = Field(default=0.05, gt=0, le=1)
     hard_negatives_in_denominator: Literal["own", "all"] = Field(
         default="all",

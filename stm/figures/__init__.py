@@ -226,3 +226,24 @@ def prompt_pools_figure(dpi: int = 120) -> Path:
     axes[1].set_title("paper (Table 10), FT-all with each PO technique", fontsize=9)
     axes[1].legend(fontsize=8)
     return _save(fig, "prompt_pools.png", dpi)
+
+
+def pretraining_figure(dpi: int = 120) -> Path:
+    """Figure 3 analogue: contrastive pre-training (PT), PT then fine-tuning, and fine-tuning alone."""
+    plt = _plt()
+    recs = ablation_records("pretrain")
+    labels = {"pt": "PT", "pt_ft": "PT+FT", "ft": "FT"}
+    ours = {k.removeprefix("pretrain_"): r["averages"]["all"] for k, r in recs.items()}
+    order = [k for k in labels if k in ours]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    axes[0].bar([labels[k] for k in order], [ours[k] for k in order], color="#74c476")
+    if not recs:
+        _not_run(axes[0], "pretrain")
+    axes[0].set_title("ours: inverse-cloze PT on PubMed, FT on the union (equal steps)")
+    axes[0].set_ylabel("avg nDCG@10")
+    p = paper()["figure3_pretraining"]
+    for b, label in PAPER_BACKBONE_LABELS.items():
+        axes[1].plot(list(labels.values()), [p[b][k] for k in labels], marker="o", label=label)
+    axes[1].set_title("paper (Figure 3): PT 10M, PT+FT 11.4M, FT 1.4M pairs", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "pretraining.png", dpi)

@@ -2,14 +2,19 @@
 
 ``variant i``: the ablated expert trained as ``ablations.variants[i]`` (Table 4);
 ``size i --seed-index j``: FT-all on ``ablations.sizes[i]`` rows with ``ablations.seeds[j]`` (Figure 4);
-``po i``: the ablated expert trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10).
+``po i``: the ablated expert trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10);
+``pretrain``: PT (unlabeled pairs, in-batch negatives), PT then FT, and FT alone, all on ``size_expert``
+data (Figure 3), run in sequence because PT+FT starts from PT's adapter.
 All cells use ``ablations.steps`` training steps, so they compare with each other.
 """
 
 from __future__ import annotations
 
-from stm import config
-from stm.training.stage import train_and_evaluate
+from stm import config, paths
+from stm.data.pretrain import ict_pairs
+from stm.io import write_jsonl
+from stm.training.data import split_files
+from stm.training.stage import run_dir, train_and_evaluate
 
 
 def cell(kind: str, index: int, seed_index: int = 0) -> tuple[str, str, dict]:
@@ -32,3 +37,20 @@ def cell(kind: str, index: int, seed_index: int = 0) -> tuple[str, str, dict]:
 def run_cell(kind: str, index: int, seed_index: int = 0) -> dict:
     expert, name, overrides = cell(kind, index, seed_index)
     return train_and_evaluate(config.load("training", **overrides), expert, name)
+
+
+PRETRAIN_CELLS = ("pt", "pt_ft", "ft")
+
+
+def run_pretrain() -> dict:
+    """Figure 3: PT alone, PT then FT, FT alone; each trained ``ablations.steps`` steps and evaluated."""
+    a = config.load("ablations")
+    base = config.load("training", max_steps=a.steps)
+    pairs = run_dir("pretrain", "pretrain") / "ict.jsonl"
+    write_jsonl(pairs, ict_pairs(split_files(a.size_expert, "ft", paths.PROCESSED), base.seed))
+    pt = base.model_copy(update={"train_file": str(pairs), "use_hard_negatives": False})
+    pt_adapter = run_dir("pretrain", "pretrain/pt") / "adapter"
+    cells = {"pt": ("pretrain", pt),
+             "pt_ft": (a.size_expert, base.model_copy(update={"init_adapter": str(pt_adapter)})),
+             "ft": (a.size_expert, base)}
+    return {name: train_and_evaluate(cfg, expert, f"pretrain/{name}") for name, (expert, cfg) in cells.items()}

@@ -25,7 +25,7 @@ def prompts_file(processed: Path | None = None) -> Path:
 
 def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None) -> tuple[list[dict], dict]:
     """Read, check and prepare the rows; returns (rows, record of files, hashes and prompts)."""
-    files = split_files(expert, cfg.variant, processed)
+    files = [Path(cfg.train_file)] if cfg.train_file else split_files(expert, cfg.variant, processed)
     for f in files:  # fail before any compute, naming the file
         if not f.exists():
             hint = "run the synthesis stage" if "shn" in str(f) else "run the data stage"

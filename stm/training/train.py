@@ -86,6 +86,11 @@ def build_retriever(cfg: TrainingConfig, device: torch.device) -> Retriever:
     model, tokenizer = load_backbone(resolve_model(cfg.backbone), cfg.dtype, cfg.bidirectional)
     torch.manual_seed(cfg.seed)  # identical LoRA initialisation on every process and every resume
     model = get_peft_model(model, lora_config(cfg))
+    if cfg.init_adapter:  # continue from an earlier stage's LoRA weights (pre-training, then fine-tuning)
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(Path(cfg.init_adapter) / "adapter_model.safetensors")))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
