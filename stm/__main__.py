@@ -141,11 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from stm.config import ConfigError
     from stm.data.assets import AssetError
+    from stm.evaluation.tasks import TaskError
     from stm.io import DataError
 
     try:
         globals()[f"_cmd_{args.cmd}"](args)
-    except (ConfigError, DataError, AssetError) as err:  # bad input: a clear message, no traceback noise
+    except (ConfigError, DataError, AssetError, TaskError) as err:  # bad input: a clear message, no traceback noise
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

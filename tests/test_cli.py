@@ -1,4 +1,5 @@
 import os
+import pytest
 import subprocess
 import sys
 
@@ -26,3 +27,29 @@ def test_missing_training_data_names_the_file(tmp_path):
 def test_unknown_expert_is_refused(tmp_path):
     proc = run_cli(tmp_path, "profile: smoke\n", "ablate", "size", "7")
     assert proc.returncode == 2 and "out of range" in proc.stderr
+
+
+BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must name)
+    ("profile: huge\n", {}, ["data"], "profile"),
+    ("profile: smoke\nsynthesis:\n  rows_per_split: many\n", {}, ["synthesize"], "synthesis.rows_per_split"),
+    ("profile: smoke\ntraining:\n  batch_size: 1\n", {}, ["train", "--expert", "nlu"], "training.batch_size"),
+    ("profile: smoke\nmerging:\n  methods: [soup]\n", {}, ["merge"], "merging.methods"),
+    ("profile: smoke\nprompts:\n  optimizer: magic\n", {}, ["prompts"], "prompts.optimizer"),
+    ("profile: smoke\nevaluation:\n  tasks: [NotATask]\n", {}, ["baselines"], "unknown task 'NotATask'"),
+    ("profile: smoke\n", {}, ["synthesize"], "splits/med_real.jsonl: file not found"),
+    ("profile: smoke\n", {}, ["merge"], "expert adapters missing"),
+    ("profile: smoke\n", {"data/processed/splits/nlu.jsonl": ""}, ["train", "--expert", "nlu"], "nlu.jsonl: no triples"),
+    ("profile: smoke\n", {"data/processed/splits/nlu.jsonl": '{"id": "a", "split": "nlu"}\n{oops\n'},
+     ["train", "--expert", "nlu"], "nlu.jsonl:1"),
+]
+
+
+@pytest.mark.parametrize("params,files,cmd,named", BAD_INPUTS, ids=[c[-1] for c in BAD_INPUTS])
+def test_bad_input_matrix_names_the_key_or_file_without_traceback(tmp_path, params, files, cmd, named):
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    proc = run_cli(tmp_path, params, *cmd)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert named in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

@@ -76,12 +76,13 @@ def render(template: str, row: dict, max_words: int = 120) -> str:
 def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | None = None,
         template: str | None = None) -> dict:
     processed = Path(processed or paths.PROCESSED)
+    inputs = {split: read_triples(processed / "splits" / f"{split}.jsonl") for split in cfg.splits}  # before any model
     gen = build_generator(cfg.generator)
     template = template or TEMPLATES["completion" if getattr(gen, "chat", True) is False else "paper"]
     report: dict = {"generator": gen.id, "settings": gen.settings(), "mode": cfg.mode, "config": dump(cfg),
                     "template": template, "splits": {}}
     for split in cfg.splits:
-        rows = read_triples(processed / "splits" / f"{split}.jsonl")
+        rows = inputs[split]
         n = min(len(rows), cfg.rows_per_split or len(rows))
         prompts = [render(template, r) for r in rows[:n]]
         outs = generate_cached(gen, prompts, processed / "synthesis" / "cache" / f"shn_{split}.jsonl",
