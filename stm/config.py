@@ -167,6 +167,7 @@ class PromptsConfig(Strict):
     optimizer: Literal["none", "gp", "gepa"] = "gp"
     gp_sizes: list[int] = [10, 20, 50, 100]
     gp_size: int = Field(default=10, ge=1, description="Pool size used by the PO variant.")
+    gp_max_words: int = Field(default=60, ge=5, description="Longest generic prompt kept (its first sentence).")
     splits: list[str] = list(SPLIT_NAMES)
     generator: GenerationConfig = GenerationConfig(max_new_tokens=48, temperature=1.0)
     gepa: GepaConfig = GepaConfig()

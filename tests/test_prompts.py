@@ -78,3 +78,21 @@ def test_unknown_optimizer_is_refused():
 
     with pytest.raises(ConfigError, match="prompts.optimizer"):
         validate("prompts", {"optimizer": "magic"})
+
+
+def test_gp_keeps_the_first_sentence_within_the_word_limit(tmp_path, monkeypatch):
+    from stm.config import PromptsConfig
+    from stm.prompts import optimizers
+
+    outs = iter(["Retrieve documents that answer the query. Then rank them by relevance and explain why.",
+                 "Find passages relevant to the question asked by the user today.",
+                 "An extremely long rambling prompt that goes on and on about nothing in particular for many words."])
+    monkeypatch.setattr(optimizers, "build_generator", lambda cfg: type("G", (), {
+        "id": "fake", "settings": lambda self: {}})())
+    monkeypatch.setattr(optimizers, "generate_cached",
+                        lambda gen, prompts, path, bs, desc, sample_ids: [next(outs, None) for _ in prompts])
+    cfg = PromptsConfig(gp_sizes=[2], gp_size=2, gp_max_words=12)
+    kept, meta = optimizers.generic_prompts(cfg, tmp_path)
+    assert kept == ["Retrieve documents that answer the query.",
+                    "Find passages relevant to the question asked by the user today."]
+    assert meta["counts"]["too_long"] == 1

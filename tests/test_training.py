@@ -133,3 +133,18 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(RuntimeError, match=r"local rank 1 has no GPU: this node has 1"):
         device_for(Dist(rank=1, world=2, local_rank=1))
+
+
+def test_query_truncation_is_measured_and_recorded(tiny_model, processed, tmp_path):
+    from stm.training.data import load_rows
+    from stm.training.train import build_retriever, query_truncation
+
+    cfg = tiny_cfg(tiny_model)
+    rows, _ = load_rows(cfg, "nlu", processed)
+    retriever = build_retriever(cfg, torch.device("cpu"))
+    assert query_truncation(retriever, rows, 512, 0) == 0.0
+    assert query_truncation(retriever, rows, 4, 0) == 1.0
+    long = [r | {"instruction": "retrieve " * 40} for r in rows[:10]] + rows[10:]
+    assert 0 < query_truncation(retriever, long, 16, 0) < 1
+    rec = train(cfg.model_copy(update={"max_steps": 1}), "nlu", tmp_path / "t", processed)
+    assert rec["query_truncated_fraction"] == query_truncation(retriever, rows, 16, cfg.seed)

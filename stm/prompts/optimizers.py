@@ -16,6 +16,7 @@ from pathlib import Path
 from stm import paths
 from stm.config import PromptsConfig, dump
 from stm.data.build import SPLIT_INSTRUCTIONS
+from stm.data.pubmed import sentences
 from stm.io import write_json
 from stm.registry import Registry
 from stm.synthesis.cache import generate_cached
@@ -56,7 +57,7 @@ def generic_prompts(cfg: PromptsConfig, out: Path) -> tuple[list[str], dict]:
     counts: dict[str, int] = {}
     # the same prompt, sampled many times: distinct sample ids give distinct cache rows and seeds
     drawn = 0
-    for _ in range(4):
+    for _ in range(6):
         need = target - len(kept)
         if need <= 0:
             break
@@ -65,8 +66,13 @@ def generic_prompts(cfg: PromptsConfig, out: Path) -> tuple[list[str], dict]:
                                desc="GP prompts", sample_ids=range(drawn, drawn + n))
         drawn += n
         for o in outs:
-            text = clean(o).strip('"')
-            reason = "generator_failed" if o is None else check(text, min_words=5, max_words=60, meta=PROMPT_META)
+            # a prompt is an instruction, not an essay: keep the first sentence. Small generators ramble on,
+            # and a long prompt leaves no room for the query within max_query_tokens (training truncates)
+            whole = clean(o).strip('"')
+            text = next(iter(sentences(whole)), "")
+            reason = "generator_failed" if o is None else (
+                check(whole, min_words=5, max_words=10_000, meta=PROMPT_META)   # meta-commentary anywhere
+                or check(text, min_words=5, max_words=cfg.gp_max_words, meta=PROMPT_META))
             if reason is None and text.lower() in {k.lower() for k in kept}:
                 reason = "duplicate"
             counts[reason or "kept"] = counts.get(reason or "kept", 0) + 1

@@ -27,6 +27,6 @@ def train_and_evaluate(cfg: TrainingConfig, expert: str, name: str | None = None
         return {"train": record}
     label = name or expert
     result = evaluate_model(out / "adapter", config.load("evaluation"), label, out=result_path(expert, name),
-                            extra={"train": {k: record[k] for k in ("steps", "final_loss", "mean_tokens_per_s",
+                            extra={"train": {k: record[k] for k in ("steps", "final_loss", "query_truncated_fraction", "mean_tokens_per_s",
                                                                      "data", "variant", "expert")}})
     return {"train": record, "eval": result}

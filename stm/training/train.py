@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -152,6 +153,13 @@ def _load_checkpoint(path: Path, retriever: Retriever, opt, sched, fingerprint: 
     return state["step"], state["history"]
 
 
+def query_truncation(retriever: Retriever, rows: list[dict], max_tokens: int, seed: int, sample: int = 2000) -> float:
+    """Fraction of training queries (with their instruction) longer than ``max_tokens``, on a seeded sample."""
+    rows = random.Random(seed).sample(rows, min(sample, len(rows)))
+    ids = retriever.tokenizer([retriever.text.query(r["query"], r["instruction"]) for r in rows])["input_ids"]
+    return sum(len(i) > max_tokens for i in ids) / max(1, len(rows))
+
+
 class Interrupted(RuntimeError):
     """Raised by the ``interrupt_after`` test hook to simulate a kill."""
 
@@ -182,6 +190,10 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
         else:
             start, history = resumed
             log.info("resuming %s from step %d", expert, start)
+    truncated = query_truncation(retriever, rows, cfg.format.max_query_tokens, cfg.seed)
+    if truncated > 0.2:
+        log.warning("%s: %.0f%% of queries (instruction + query) exceed max_query_tokens=%d and are cut at the end",
+                    expert, 100 * truncated, cfg.format.max_query_tokens)
     local = cfg.batch_size // dist.world
     has_extra = "extra_negative" in rows[0]
     retriever.train()
@@ -237,6 +249,7 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
         "config": dump(cfg),
         "data": data_record,
         "final_loss": history[-1]["loss"] if history else None,
+        "query_truncated_fraction": round(truncated, 4),
         "mean_tokens_per_s": round(sum(h["tokens_per_s"] for h in history) / max(1, len(history)), 1),
         "environment": environment_record(),
     }
