@@ -26,6 +26,7 @@ import argparse
 import gc
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,7 +41,7 @@ from common import matmul_peak_tflops, save  # noqa: E402
 from stm import config  # noqa: E402
 from stm.training.loss import InfoNCE  # noqa: E402
 from stm.training.model import Retriever, set_bidirectional  # noqa: E402
-from stm.training.train import lora_config  # noqa: E402
+from stm.training.train import add_lora, lora_config  # noqa: E402
 
 # Published configs (the models' config.json on the hub), shape-relevant fields only.
 SHAPES = {
@@ -111,20 +112,18 @@ def measure(shape: str, path: str, b: int, args, device) -> dict:
     vocab = model.config.vocab_size
     n_params = non_embedding_params(model)
     if path == "ours":
-        set_bidirectional(model, cfg.bidirectional)
-    torch.manual_seed(cfg.seed)
-    model = get_peft_model(model, lora_config(cfg))
-    if path == "ours" and cfg.gradient_checkpointing:  # as stm.training.train.build_retriever does
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        model = add_lora(set_bidirectional(model, cfg.bidirectional), cfg)  # the training stage's own setup
+    else:
+        torch.manual_seed(cfg.seed)
+        model = get_peft_model(model, lora_config(cfg))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     if path == "ours":
         retriever = Retriever(model, SimpleNamespace(padding_side=cfg.format.padding_side), cfg.format)
         loss_fn = InfoNCE(cfg.temperature, cfg.hard_negatives_in_denominator)
-        step = lambda: ours_step(retriever, opt, loss_fn, b, vocab, device)  # noqa: E731
+        step = partial(ours_step, retriever, opt, loss_fn, b, vocab, device)
     else:
-        step = lambda: plain_step(model, opt, b, vocab, device)  # noqa: E731
+        step = partial(plain_step, model, opt, b, vocab, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     try:
         for _ in range(args.warmup):

@@ -48,6 +48,8 @@ class ScoreCache:
         self.path, self.fingerprint = Path(path), fingerprint
         self.scores: dict[str, float] = {}
         self.reused = 0
+        # a kill mid-write leaves a last line without its newline: the next append starts a fresh line
+        self._torn = self.path.exists() and not self.path.read_bytes().endswith(b"\n") and self.path.stat().st_size > 0
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 try:
@@ -66,12 +68,12 @@ class ScoreCache:
             value = score(cand)
             self.scores[key] = value
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
             with self.path.open("a") as f:
-                f.write(("\n" if torn else "") + json.dumps(
+                f.write(("\n" if self._torn else "") + json.dumps(
                     {"fingerprint": self.fingerprint, "candidate": key, "score": value}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+            self._torn = False
             return value
 
         return cached

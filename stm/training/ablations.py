@@ -39,9 +39,6 @@ def run_cell(kind: str, index: int, seed_index: int = 0) -> dict:
     return train_and_evaluate(config.load("training", **overrides), expert, name)
 
 
-PRETRAIN_CELLS = ("pt", "pt_ft", "ft")
-
-
 def run_pretrain() -> dict:
     """Figure 3: PT alone, PT then FT, FT alone; each trained ``ablations.steps`` steps and evaluated."""
     a = config.load("ablations")

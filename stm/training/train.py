@@ -85,6 +85,11 @@ def lora_config(cfg: TrainingConfig) -> LoraConfig:
 
 def build_retriever(cfg: TrainingConfig, device: torch.device) -> Retriever:
     model, tokenizer = load_backbone(resolve_model(cfg.backbone), cfg.dtype, cfg.bidirectional)
+    return Retriever(add_lora(model, cfg), tokenizer, cfg.format).to(device)
+
+
+def add_lora(model: torch.nn.Module, cfg: TrainingConfig) -> torch.nn.Module:
+    """LoRA on the backbone (from ``init_adapter`` if given), with gradient checkpointing if configured."""
     torch.manual_seed(cfg.seed)  # identical LoRA initialisation on every process and every resume
     model = get_peft_model(model, lora_config(cfg))
     if cfg.init_adapter:  # continue from an earlier stage's LoRA weights (pre-training, then fine-tuning)
@@ -95,7 +100,7 @@ def build_retriever(cfg: TrainingConfig, device: torch.device) -> Retriever:
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return Retriever(model, tokenizer, cfg.format).to(device)
+    return model
 
 
 def batch_order(n_rows: int, batch: int, steps: int, seed: int) -> list[list[int]]:
