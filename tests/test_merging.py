@@ -140,3 +140,31 @@ def test_killed_search_resumes_from_its_score_cache(strategy, tmp_path):
     assert search(strategy, score, 3, cfg, True, ScoreCache(path, "other")) == reference
     assert len(calls) == 8
     assert len(ScoreCache(path, "fp").scores) == 8        # the torn line did not swallow the next one
+
+
+def test_full_model_folders_are_reused_only_for_the_same_adapter(experts):
+    """Scratch full-model folders survive an interrupted merge stage; one built from another adapter is rebuilt."""
+    import json
+
+    from stm.io import sha256_file
+
+    adapters, full, base, root = experts
+    weights = full[0] / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    record = json.loads((adapters[0] / "stm_retriever.json").read_text())
+    assert save_full_model(adapters[0], full[0], record) == full[0]
+    assert weights.stat().st_mtime_ns == before  # same source: not rebuilt
+    out = save_full_model(adapters[1], full[0], record)  # another expert into the same folder: rebuilt
+    assert sha256_file(out / "model.safetensors") == sha256_file(full[1] / "model.safetensors")
+    save_full_model(adapters[0], full[0], record)  # put it back for the other tests
+
+
+def test_recorded_mergekit_configs_do_not_name_this_machine(experts, monkeypatch, tmp_path):
+    from stm import paths
+    from stm.merging.run import portable
+
+    adapters, full, base, root = experts
+    monkeypatch.setattr(paths, "ROOT", root)
+    cfg = portable(mergekit_config("ties", full, [0.5, 0.5], base, [0.5, 0.5]))
+    assert cfg["base_model"] == "full/base"
+    assert [m["model"] for m in cfg["models"]] == ["full/med_real", "full/search"]

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -43,9 +44,19 @@ def _smoke_run(tmp_path_factory, name="smoke"):
     return repo, env, time.time() - start, proc.stdout
 
 
+HEAVY = ("artifacts", ".dvc/cache", "data/assets")  # models and adapters: GBs per run; results/ and reports/ stay
+
+
+def _free_disk(repo: Path) -> None:
+    for d in HEAVY:
+        shutil.rmtree(repo / d, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def smoke_repo(tmp_path_factory):
-    return _smoke_run(tmp_path_factory)
+    run = _smoke_run(tmp_path_factory)
+    yield run
+    _free_disk(run[0])
 
 
 VOLATILE = re.compile(r"tokens_per_s|seconds")  # wall-clock figures; everything else must repeat exactly
@@ -104,6 +115,10 @@ def test_results_record_what_moves_the_numbers(smoke_repo):
     assert set(merging["methods"]) == {"linear", "ties"}
     assert merging["methods"]["linear"]["inmemory_vs_mergekit_max_abs_diff"] < 1e-3  # bf16-free fp32 check
     assert (repo / "artifacts" / "merged" / "linear-sentence-transformers" / "README.md").exists()
+    # mergekit's full-model inputs are scratch: neither left behind nor cached by DVC
+    assert not (repo / "artifacts" / ".merged-inputs").exists()
+    assert not list((repo / "artifacts" / "merged").glob("**/experts"))
+    assert not str(repo) in json.dumps(merging["methods"]["ties"]["mergekit_config"])
 
 
 @pytest.mark.slow
@@ -133,7 +148,14 @@ def test_noop_repro_is_fast_and_metrics_show(smoke_repo):
 def test_smoke_profile_twice_gives_identical_metrics(smoke_repo, tmp_path_factory):
     """Determinism on CPU: a second, independent smoke run (data, synthesis, training, merging, ablations)."""
     first = _metrics(smoke_repo[0])
-    second = _metrics(_smoke_run(tmp_path_factory, "smoke-again")[0])
+    # the last test of this module (pytest keeps file order): the first run's models are no longer needed, and
+    # two runs side by side would need twice the disk
+    _free_disk(smoke_repo[0])
+    again = _smoke_run(tmp_path_factory, "smoke-again")[0]
+    try:
+        second = _metrics(again)
+    finally:
+        _free_disk(again)
     assert len(first) > 200 and any("ndcg_at_10" in k for k in first)
     assert first.keys() == second.keys()
     differ = {k: (first[k], second[k]) for k in first if first[k] != second[k]}

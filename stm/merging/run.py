@@ -25,10 +25,23 @@ from stm.training.model import load_backbone
 log = logging.getLogger(__name__)
 
 
+def _source_key(source: Path | str, record: dict) -> str:
+    """What a full-model folder was built from: the adapter's bytes, or the backbone's name and attention."""
+    if Path(source, "adapter_config.json").exists():
+        return sha256_text("".join(sha256_file(Path(source, f)) for f in ("adapter_model.safetensors",
+                                                                           "stm_retriever.json")))
+    return sha256_text(json.dumps([str(source), record.get("bidirectional", False)]))
+
+
 def save_full_model(source: Path | str, out: Path, record: dict) -> Path:
-    """An adapter merged into its base (``merge_and_unload``), or the bare base, as a plain HF folder."""
-    if (out / "config.json").exists():
+    """An adapter merged into its base (``merge_and_unload``), or the bare base, as a plain HF folder.
+
+    A folder left by an interrupted run is reused only if it was built from the same source."""
+    key = _source_key(source, record)
+    done = out / "stm_retriever.json"
+    if done.exists() and read_json(done).get("source_key") == key:
         return out
+    shutil.rmtree(out, ignore_errors=True)
     if Path(source, "adapter_config.json").exists():
         retriever, _ = load_retriever(source, dtype="float32")
         model, tok = retriever.model, retriever.tokenizer
@@ -37,8 +50,14 @@ def save_full_model(source: Path | str, out: Path, record: dict) -> Path:
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        write_json(tmp / "stm_retriever.json", record)
+        write_json(tmp / "stm_retriever.json", record | {"source_key": key})
     return out
+
+
+def portable(cfg: dict) -> dict:
+    """A mergekit config as recorded in results: paths relative to the repository, not to this machine."""
+    root = f"{paths.ROOT}/"
+    return json.loads(json.dumps(cfg).replace(json.dumps(root)[1:-1], ""))
 
 
 def model_card(method: str, experts: list[str], chosen: dict, dev: float, test: dict, strategy: str) -> str:
@@ -71,8 +90,12 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
 
     dev_specs = [resolve(t, "dev") for t in (mcfg.dev_tasks or ecfg.tasks)]
     test_specs = task_specs(ecfg, "test")
-    full = {n: save_full_model(adapters[n], out_root / "experts" / n, record | {"expert": n}) for n in names}
-    base = save_full_model(record["backbone_path"], out_root / "base", record | {"expert": "base"})
+    # mergekit merges full models: each expert with its LoRA folded in, and the base. They are scratch, kept
+    # beside the DVC output and deleted at the end: four fp32 copies of the backbone would otherwise be
+    # cached by DVC twice over (2.6 GB at 135M parameters, 80 GB for Phi-4-mini).
+    inputs = out_root.parent / f".{out_root.name}-inputs"
+    full = {n: save_full_model(adapters[n], inputs / n, record | {"expert": n}) for n in names}
+    base = save_full_model(record["backbone_path"], inputs / "base", record | {"expert": "base"})
     merger = DeltaMerger(adapter_dirs, ecfg.dtype)
 
     def score_retriever(retriever, label: str) -> tuple[float, dict]:
@@ -116,7 +139,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         test = evaluate(DecoderEncoder(retriever, f"stm-{method}", rec, ecfg.batch_size), test_specs, "test",
                         rec | {"name": f"stm-{method}"})
         entry = {"history": history, "chosen": chosen, "dev_score": chosen["score"], "test": test,
-                 "mergekit_config": cfg, "seconds_per_candidate": round(sum(timings) / len(timings), 2)}
+                 "mergekit_config": portable(cfg), "seconds_per_candidate": round(sum(timings) / len(timings), 2)}
         if m.in_memory:  # the merge we searched in memory is the merge mergekit built
             probe = ["Represent this passage\npassage: a probe sentence about heart disease in mice"]
             ret32, _ = load_retriever(final, dtype="float32")
@@ -131,4 +154,5 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         del retriever
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     write_json(results or paths.RESULTS / "merging.json", report)
+    shutil.rmtree(inputs, ignore_errors=True)
     return report
