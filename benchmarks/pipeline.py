@@ -8,6 +8,10 @@ The target's stages are taken from DVC's own graph, dependencies first, and each
 `dvc repro --single-item`, so the per-stage times add up to the whole run. Stages that are already up to date
 are skipped and listed as such (delete their outputs, or use `--force`, to time them). With `--profile` other than
 the one in params.yaml the run happens in a temporary copy, so the committed results stay untouched.
+
+Disk: the tree's size (hard links counted once, the DVC cache included) is sampled every few seconds while each
+stage runs; the peak during the stage and the size after it are recorded (the merge stage's scratch shows in the
+peak only).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +53,46 @@ if target and target not in nodes:
 order = nx.dfs_postorder_nodes(g, nodes[target]) if target else reversed(list(nx.topological_sort(g)))
 print(" ".join(s.addressing for s in order))
 """
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes on disk under ``root``, each hard-linked file once (the DVC cache links its outputs)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except FileNotFoundError:  # removed while we walk
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+class DiskPeak:
+    """Samples ``tree_bytes`` in a thread while a stage runs."""
+
+    def __init__(self, root: Path, every: float = 3.0):
+        self.root, self.every, self.peak = root, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, tree_bytes(self.root))
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> DiskPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_bytes(self.root))
 
 
 def stage_order(target: str, cwd: Path) -> list[str]:
@@ -86,18 +131,22 @@ def main() -> None:
     stages = stage_order(args.target, cwd)
     print(f"{len(stages)} stages in {cwd}", flush=True)
     times: dict[str, float] = {}
+    disk: dict[str, dict[str, float]] = {}
     skipped: list[str] = []
+    gb = 1024**3
     start = time.perf_counter()
     for stage in stages:
         t = time.perf_counter()
-        res = dvc(["repro", "--single-item", *(["--force"] if args.force else []), stage], cwd)
+        with DiskPeak(cwd) as peak:
+            res = dvc(["repro", "--single-item", *(["--force"] if args.force else []), stage], cwd)
         if res.returncode:
             sys.exit(f"stage {stage} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
         if "Running stage" not in res.stdout:       # up to date: DVC skipped it
             skipped.append(stage)
             continue
         times[stage] = round(time.perf_counter() - t, 1)
-        print(f"{stage:28s} {times[stage]:8.1f} s", flush=True)
+        disk[stage] = {"peak_gb": round(peak.peak / gb, 2), "after_gb": round(tree_bytes(cwd) / gb, 2)}
+        print(f"{stage:28s} {times[stage]:8.1f} s   disk peak {disk[stage]['peak_gb']:6.2f} GB", flush=True)
     total = round(time.perf_counter() - start, 1)
     t = time.perf_counter()
     noop = dvc(["repro", *([args.target] if args.target else [])], cwd)
@@ -107,6 +156,7 @@ def main() -> None:
     print(f"{'total':28s} {total:8.1f} s\n{'no-op dvc repro':28s} {noop_s:8.2f} s")
     save(f"pipeline_{env_profile}_{args.target or 'all'}",
          {"profile": env_profile, "target": args.target or "(all)", "stage_seconds": times, "up_to_date": skipped,
+          "disk_gb": disk, "disk_peak_gb": max((d["peak_gb"] for d in disk.values()), default=0.0),
           "total_seconds": total, "noop_seconds": noop_s, "cwd": str(cwd) if args.profile else "."})
     if args.profile and not os.environ.get("STM_KEEP_COPY"):
         shutil.rmtree(cwd.parent, ignore_errors=True)
