@@ -168,3 +168,34 @@ def test_recorded_mergekit_configs_do_not_name_this_machine(experts, monkeypatch
     cfg = portable(mergekit_config("ties", full, [0.5, 0.5], base, [0.5, 0.5]))
     assert cfg["base_model"] == "full/base"
     assert [m["model"] for m in cfg["models"]] == ["full/med_real", "full/search"]
+
+
+def test_merge_stage_rerun_reuses_every_cached_score(experts, texts, tmp_path):
+    """The whole stage twice with the same experts: the second run scores nothing again and reports the same."""
+    import json
+    import shutil
+
+    from stm.config import EvaluationConfig, MergingConfig
+    from stm.data.beir import write_beir
+    from stm.merging.run import run
+
+    adapters, full, base, root = experts
+    folder = tmp_path / "task"
+    corpus = {f"d{i}": t for i, t in enumerate(texts)}
+    queries = {"q0": "covid vaccine", "q1": "heart disease"}
+    for split in ("dev", "test"):  # one folder, both splits
+        write_beir(tmp_path / split, corpus, queries, {"q0": {"d0": 1}, "q1": {"d2": 1}}, split, {"name": "T"})
+    shutil.copytree(tmp_path / "test", folder)
+    shutil.copy(tmp_path / "dev" / "qrels" / "dev.tsv", folder / "qrels" / "dev.tsv")
+    mcfg = MergingConfig(methods=["linear"], experts=["med_real", "search"],
+                         search=MergeSearchConfig(strategy="grid", budget=3))
+    ecfg = EvaluationConfig(tasks=[str(folder)], dtype="float32", batch_size=4)
+    adapter_map = dict(zip(("med_real", "search"), adapters))
+    first = run(mcfg, ecfg, adapter_map, tmp_path / "merged", tmp_path / "merging.json")
+    again = run(mcfg, ecfg, adapter_map, tmp_path / "merged", tmp_path / "merging.json")
+    a, b = first["methods"]["linear"], again["methods"]["linear"]
+    assert (a["candidates_reused"], b["candidates_reused"]) == (0, 3)
+    assert b["history"] == a["history"] and b["test"]["scores"] == a["test"]["scores"]
+    assert b["seconds_per_candidate"] == a["seconds_per_candidate"] > 0  # from the cache, not lost
+    assert not (tmp_path / ".merged-inputs").exists()
+    assert json.loads((tmp_path / "merging.json").read_text())["methods"]["linear"]["candidates_reused"] == 3

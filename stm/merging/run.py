@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 
 import torch
@@ -106,10 +105,8 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     report: dict = {"experts": names, "search": dump(mcfg.search), "methods": {}}
     for method in mcfg.methods:
         m = get_method(method)
-        timings = []
 
-        def score(c: Candidate, method=method, m=m, timings=timings) -> float:
-            t0 = time.perf_counter()
+        def score(c: Candidate, method=method, m=m) -> float:
             if m.in_memory:
                 s, _ = score_retriever(merger.apply(coefficients(method, c.weights)), f"{method}-candidate")
             else:
@@ -120,7 +117,6 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
                 retriever, _ = load_retriever(tmp, dtype=ecfg.dtype)
                 s, _ = score_retriever(retriever, f"{method}-candidate")
                 shutil.rmtree(tmp, ignore_errors=True)
-            timings.append(time.perf_counter() - t0)
             log.info("%s %s -> %.4f", method, c.as_dict(), s)
             return s
 
@@ -139,7 +135,11 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         test = evaluate(DecoderEncoder(retriever, f"stm-{method}", rec, ecfg.batch_size), test_specs, "test",
                         rec | {"name": f"stm-{method}"})
         entry = {"history": history, "chosen": chosen, "dev_score": chosen["score"], "test": test,
-                 "mergekit_config": portable(cfg), "seconds_per_candidate": round(sum(timings) / len(timings), 2)}
+                 "mergekit_config": portable(cfg),
+                 # from the score cache: a resumed search still reports what scoring a candidate costs
+                 "seconds_per_candidate": round(sum(cache.seconds.values()) / len(cache.seconds), 2)
+                 if cache.seconds else None,
+                 "candidates_reused": cache.reused}
         if m.in_memory:  # the merge we searched in memory is the merge mergekit built
             probe = ["Represent this passage\npassage: a probe sentence about heart disease in mice"]
             ret32, _ = load_retriever(final, dtype="float32")

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ class ScoreCache:
     def __init__(self, path: Path | str, fingerprint: str):
         self.path, self.fingerprint = Path(path), fingerprint
         self.scores: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}  # how long each candidate took to score, when it was scored
         self.reused = 0
         # a kill mid-write leaves a last line without its newline: the next append starts a fresh line
         self._torn = self.path.exists() and not self.path.read_bytes().endswith(b"\n") and self.path.stat().st_size > 0
@@ -58,6 +60,8 @@ class ScoreCache:
                     continue
                 if row.get("fingerprint") == fingerprint:
                     self.scores[row["candidate"]] = row["score"]
+                    if row.get("seconds") is not None:
+                        self.seconds[row["candidate"]] = row["seconds"]
 
     def wrap(self, score: Scorer) -> Scorer:
         def cached(cand: Candidate) -> float:
@@ -65,12 +69,14 @@ class ScoreCache:
             if key in self.scores:
                 self.reused += 1
                 return self.scores[key]
+            t0 = time.perf_counter()
             value = score(cand)
-            self.scores[key] = value
+            self.scores[key], self.seconds[key] = value, round(time.perf_counter() - t0, 3)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(("\n" if self._torn else "") + json.dumps(
-                    {"fingerprint": self.fingerprint, "candidate": key, "score": value}) + "\n")
+                    {"fingerprint": self.fingerprint, "candidate": key, "score": value,
+                     "seconds": self.seconds[key]}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
             self._torn = False
