@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from stm.config import MergeSearchConfig
 from stm.merging.inmemory import DeltaMerger, coefficients
@@ -199,3 +200,23 @@ def test_merge_stage_rerun_reuses_every_cached_score(experts, texts, tmp_path):
     assert b["seconds_per_candidate"] == a["seconds_per_candidate"] > 0  # from the cache, not lost
     assert not (tmp_path / ".merged-inputs").exists()
     assert json.loads((tmp_path / "merging.json").read_text())["methods"]["linear"]["candidates_reused"] == 3
+
+
+@pytest.mark.parametrize("method", ["linear", "ties"])
+def test_bf16_scratch_inputs_give_the_same_bf16_merge(experts, tmp_path, method):
+    """Full-model inputs saved in the merge's dtype: half the disk, and mergekit's output is unchanged."""
+    import json
+
+    from safetensors.torch import load_file
+
+    adapters, full, base, root = experts
+    record = json.loads((adapters[0] / "stm_retriever.json").read_text())
+    half = [save_full_model(a, tmp_path / f"half-{i}", record, "bfloat16") for i, a in enumerate(adapters)]
+    half_base = save_full_model(record["backbone_path"], tmp_path / "half-base", record, "bfloat16")
+    size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half[0]) < 0.6 * size(full[0])
+    weights, densities = [0.6, 0.5], [0.5, 0.7]
+    a = run_mergekit(mergekit_config(method, full, weights, base, densities, "bfloat16"), tmp_path / "from-fp32")
+    b = run_mergekit(mergekit_config(method, half, weights, half_base, densities, "bfloat16"), tmp_path / "from-bf16")
+    ta, tb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)

@@ -19,24 +19,27 @@ from stm.merging.inmemory import DeltaMerger, coefficients
 from stm.merging.methods import get_method, mergekit_config, run_mergekit
 from stm.merging.search import Candidate, ScoreCache, best, search
 from stm.training.export import export_sentence_transformers, load_retriever
-from stm.training.model import load_backbone
+from stm.training.model import DTYPES, load_backbone
 
 log = logging.getLogger(__name__)
 
 
-def _source_key(source: Path | str, record: dict) -> str:
+def _source_key(source: Path | str, record: dict, dtype: str) -> str:
     """What a full-model folder was built from: the adapter's bytes, or the backbone's name and attention."""
     if Path(source, "adapter_config.json").exists():
-        return sha256_text("".join(sha256_file(Path(source, f)) for f in ("adapter_model.safetensors",
-                                                                           "stm_retriever.json")))
-    return sha256_text(json.dumps([str(source), record.get("bidirectional", False)]))
+        parts = [sha256_file(Path(source, f)) for f in ("adapter_model.safetensors", "stm_retriever.json")]
+    else:
+        parts = [str(source), record.get("bidirectional", False)]
+    return sha256_text(json.dumps([*parts, dtype]))
 
 
-def save_full_model(source: Path | str, out: Path, record: dict) -> Path:
+def save_full_model(source: Path | str, out: Path, record: dict, dtype: str = "float32") -> Path:
     """An adapter merged into its base (``merge_and_unload``), or the bare base, as a plain HF folder.
 
-    A folder left by an interrupted run is reused only if it was built from the same source."""
-    key = _source_key(source, record)
+    The LoRA is folded in at float32 and the result saved in ``dtype``, the merge's own dtype: mergekit casts its
+    inputs to that dtype anyway, so a bfloat16 merge gets the same numbers from half the disk.
+    A folder left by an interrupted run is reused only if it was built from the same source and dtype."""
+    key = _source_key(source, record, dtype)
     done = out / "stm_retriever.json"
     if done.exists() and read_json(done).get("source_key") == key:
         return out
@@ -46,6 +49,7 @@ def save_full_model(source: Path | str, out: Path, record: dict) -> Path:
         model, tok = retriever.model, retriever.tokenizer
     else:
         model, tok = load_backbone(str(source), "float32", record.get("bidirectional", False))
+    model = model.to(DTYPES[dtype])
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -91,10 +95,10 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     test_specs = task_specs(ecfg, "test")
     # mergekit merges full models: each expert with its LoRA folded in, and the base. They are scratch, kept
     # beside the DVC output and deleted at the end: four fp32 copies of the backbone would otherwise be
-    # cached by DVC twice over (2.6 GB at 135M parameters, 80 GB for Phi-4-mini).
+    # cached by DVC twice over (2.6 GB at 135M parameters in fp32; Phi-4-mini in bf16, the paper profile: 40 GB).
     inputs = out_root.parent / f".{out_root.name}-inputs"
-    full = {n: save_full_model(adapters[n], inputs / n, record | {"expert": n}) for n in names}
-    base = save_full_model(record["backbone_path"], inputs / "base", record | {"expert": "base"})
+    full = {n: save_full_model(adapters[n], inputs / n, record | {"expert": n}, mcfg.dtype) for n in names}
+    base = save_full_model(record["backbone_path"], inputs / "base", record | {"expert": "base"}, mcfg.dtype)
     merger = DeltaMerger(adapter_dirs, ecfg.dtype)
 
     def score_retriever(retriever, label: str) -> tuple[float, dict]:
