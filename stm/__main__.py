@@ -12,7 +12,7 @@ from stm import paths
 
 def _cmd_assets(args) -> None:
     from stm import config
-    from stm.data import assets
+    from stm.core import assets
 
     cfg = config.load("assets")
     ids = cfg.backbones + cfg.extra
@@ -31,7 +31,7 @@ def _cmd_data(args) -> None:
 
 def _cmd_baselines(args) -> None:
     from stm import config
-    from stm.evaluation.run import run_baselines
+    from stm.core.evaluation import run_baselines
 
     run_baselines(config.load("evaluation"))
 
@@ -45,9 +45,9 @@ def _cmd_synthesize(args) -> None:
 
 def _cmd_prompts(args) -> None:
     from stm import config
-    from stm.prompts.optimizers import run
+    from stm.prompts.optimizers import backbone_retriever, run
 
-    run(config.load("prompts"))
+    run(config.load("prompts"), retriever=backbone_retriever(config.load("training")))
 
 
 def _cmd_train(args) -> None:
@@ -56,12 +56,13 @@ def _cmd_train(args) -> None:
 
     overrides = {k: v for k, v in (("variant", args.variant), ("max_train_rows", args.rows), ("seed", args.seed),
                                     ("max_steps", args.steps)) if v is not None}
-    train_and_evaluate(config.load("training", **overrides), args.expert, args.name, evaluate=not args.no_eval)
+    train_and_evaluate(config.load("training", **overrides), config.load("evaluation"), args.expert, args.name,
+                       evaluate=not args.no_eval)
 
 
 def _cmd_evaluate(args) -> None:
     from stm import config
-    from stm.evaluation.run import evaluate_model
+    from stm.core.evaluation import evaluate_model
 
     out = Path(args.out) if args.out else paths.RESULTS / f"{args.name}.json"
     r = evaluate_model(args.model, config.load("evaluation"), args.name, args.split, out)
@@ -69,28 +70,31 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_merge(args) -> None:
+    from stm import config
     from stm.merging.stage import run_stage
 
-    run_stage()
+    run_stage(config.load("merging"), config.load("evaluation"))
 
 
 def _cmd_ablate(args) -> None:
+    from stm import config
     from stm.training.ablations import run_cell, run_pretrain
 
+    a, tcfg, ecfg = config.load("ablations"), config.load("training"), config.load("evaluation")
     if args.kind == "pretrain":
-        run_pretrain()
+        run_pretrain(a, tcfg, ecfg)
     else:
-        run_cell(args.kind, args.index, args.seed_index)
+        run_cell(a, tcfg, ecfg, config.load("prompts").gp_sizes, args.kind, args.index, args.seed_index)
 
 
 def _cmd_backbone(args) -> None:
     from stm import config
-    from stm.data.assets import resolve_model
-    from stm.evaluation.run import evaluate_model
+    from stm.core.assets import resolve_model
+    from stm.core.evaluation import evaluate_backbone
 
     tcfg, ecfg = config.load("training"), config.load("evaluation")
-    r = evaluate_model(resolve_model(tcfg.backbone), ecfg.model_copy(update={"format": tcfg.format}), "backbone",
-                       out=paths.RESULTS / "backbone.json", extra={"backbone": tcfg.backbone, "untrained": True})
+    r = evaluate_backbone(resolve_model(tcfg.backbone), ecfg, tcfg.format, "backbone", tcfg.bidirectional,
+                          out=paths.RESULTS / "backbone.json")
     print(r["scores"], r["averages"])
 
 
@@ -140,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--suffix", default="")
     args = p.parse_args(argv)
     from stm.config import ConfigError
-    from stm.data.assets import AssetError
-    from stm.evaluation.tasks import TaskError
+    from stm.core.assets import AssetError
+    from stm.core.tasks import TaskError
     from stm.io import DataError
 
     try:

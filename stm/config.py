@@ -106,8 +106,9 @@ class FormatConfig(Strict):
     query_template: str = "{instruction}\nQuery: {query}"
     passage_template: str = "Represent this passage\npassage: {passage}"
     pooling: Literal["lasttoken", "mean"] = "lasttoken"
+    include_prompt: bool = Field(
+        default=True, description="False: mean pooling leaves the prompt's (instruction's) tokens out.")
     padding_side: Literal["left", "right"] = "left"
-    append_eos: bool = True
     max_query_tokens: int = Field(default=64, ge=8)
     max_passage_tokens: int = Field(default=160, ge=16)
 
@@ -135,7 +136,6 @@ class EvaluationConfig(Strict):
     baselines: list[Literal["bm25", "minilm"]] = ["bm25", "minilm"]
     batch_size: int = Field(default=32, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
-    format: FormatConfig = FormatConfig()
 
 
 # -------------------------------------------------------------------------------------- synthesis
@@ -190,7 +190,6 @@ class LoraSettings(Strict):
 
 class TrainingConfig(Strict):
     backbone: str = "smollm2"
-    experts: list[str] = list(EXPERTS)
     variant: Literal["ft", "shn", "po", "shn_po"] = "ft"
     po_pool: int | None = Field(default=None, ge=1, description="PO from the GP-N pool of this size (Table 10); None: prompts/selected.json.")
     lora: LoraSettings = LoraSettings()
@@ -217,14 +216,6 @@ class TrainingConfig(Strict):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int = 13
     format: FormatConfig = FormatConfig()
-
-    @field_validator("experts")
-    @classmethod
-    def _experts(cls, v: list[str]) -> list[str]:
-        bad = [e for e in v if e not in EXPERTS]
-        if bad:
-            raise ValueError(f"unknown expert(s) {bad}; expected a subset of {list(EXPERTS)}")
-        return v
 
 
 # ---------------------------------------------------------------------------------------- merging
@@ -273,10 +264,6 @@ class AblationsConfig(Strict):
     steps: int = Field(default=30, ge=1)
 
 
-class FiguresConfig(Strict):
-    dpi: int = Field(default=120, ge=50)
-
-
 GROUPS: dict[str, type[Strict]] = {
     "assets": AssetsConfig,
     "data": DataConfig,
@@ -286,7 +273,6 @@ GROUPS: dict[str, type[Strict]] = {
     "training": TrainingConfig,
     "merging": MergingConfig,
     "ablations": AblationsConfig,
-    "figures": FiguresConfig,
 }
 
 

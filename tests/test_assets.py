@@ -2,8 +2,8 @@ import zipfile
 
 import pytest
 
-from stm.data import assets
-from stm.data.assets import AssetError, WheelFile, extract_file, resolve_model
+from stm.core import assets
+from stm.core.assets import AssetError, WheelFile, extract_file, resolve_model
 
 
 def fake_wheel(folder, name="fake-pkg", version="1.0", member="fake_pkg/data.bin", payload=b"weights" * 100):

@@ -1,7 +1,7 @@
 import pytest
 
 from stm.config import FormatConfig
-from stm.data.beir import write_beir
+from stm.core.beir import write_beir
 from stm.evaluation.encoders import DecoderEncoder
 from stm.evaluation.harness import averages, evaluate
 from stm.evaluation.tasks import PAPER_TASKS, TaskError, resolve
@@ -33,7 +33,7 @@ def test_a_perfect_encoder_scores_one(beir_folder):
     """The harness itself: an oracle encoder that maps each query onto its relevant document gets nDCG@10 = 1."""
     import numpy as np
 
-    from stm.data.beir import read_beir
+    from stm.core.beir import read_beir
     from stm.evaluation.encoders import _CosineMixin, _meta, _is_query
 
     data = read_beir(beir_folder)

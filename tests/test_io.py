@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from stm.data.beir import read_beir, write_beir
+from stm.core.beir import read_beir, write_beir
 from stm.data.schema import read_triples
 from stm.io import DataError, atomic_path, write_jsonl
 

@@ -177,7 +177,7 @@ def test_merge_stage_rerun_reuses_every_cached_score(experts, texts, tmp_path):
     import shutil
 
     from stm.config import EvaluationConfig, MergingConfig
-    from stm.data.beir import write_beir
+    from stm.core.beir import write_beir
     from stm.merging.run import run
 
     adapters, full, base, root = experts

@@ -5,9 +5,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from stm.config import GenerationConfig, SynthesisConfig
-from stm.synthesis.cache import generate_cached, load_cache
-from stm.synthesis.filters import check, clean
-from stm.synthesis.generators import GeneratorError, build_generator
+from stm.core.generation_cache import generate_cached, load_cache
+from stm.core.filters import check, clean
+from stm.core.generators import GeneratorError, build_generator
 from stm.synthesis.shn import PAPER_TEMPLATE, TemplateError, render
 
 MARKER_KEY = "sk-test-MARKER-5f1e2d"

@@ -25,44 +25,19 @@ from pathlib import Path
 
 from stm import paths
 from stm.config import SPLIT_NAMES, DataConfig
-from stm.data import assets
-from stm.data.beir import write_beir
+from stm.core import assets
+from stm.core.beir import write_beir
+from stm.core.generation_cache import generate_cached
+from stm.core.generators import build_generator
+from stm.core.tasks import EMBEDDED_TASKS as TASKS
+from stm.core.tasks import SPLIT_INSTRUCTIONS
+from stm.data.bmretriever import run as run_bmretriever
 from stm.data.mining import mine_negatives
 from stm.data.pubmed import Article, parse_medline, sentences, truncate_words
 from stm.io import sha256_file, write_json, write_jsonl
-from stm.synthesis.filters import RejectionCounter, check, clean
+from stm.core.filters import RejectionCounter, check, clean
 
 log = logging.getLogger(__name__)
-
-SPLIT_INSTRUCTIONS = {
-    "med_real": "Given the title of a biomedical article, retrieve the abstract of that article",
-    "med_synth": "Given a biomedical question, retrieve PubMed abstracts that answer the question",
-    "search": "Given a keyword search query, retrieve relevant biomedical abstracts",
-    "nlu": "Given a scientific claim, retrieve the abstract that supports the claim",
-}
-
-TASKS = {
-    "pubmed-keywords": {
-        "instruction": "Given keywords from a biomedical article, retrieve the abstract of the article",
-        "echoes": "keyword search (Search expert's domain)",
-        "group": "medical",
-    },
-    "pubmed-claims": {
-        "instruction": "Given a scientific claim, retrieve documents that support or refute the claim",
-        "echoes": "SciFact",
-        "group": "medical",
-    },
-    "pubmed-covid": {
-        "instruction": "Given a query on COVID-19, retrieve documents that answer the query",
-        "echoes": "TREC-COVID",
-        "group": "medical",
-    },
-    "pubmed-mesh": {
-        "instruction": "Given a question, retrieve relevant documents that best answer the question",
-        "echoes": "NFCorpus (graded relevance)",
-        "group": "medical",
-    },
-}
 
 # Few-shot completion: SmolLM2-135M follows a pattern far better than an instruction (measured: with a
 # chat instruction it mostly wrote meta-text such as "What does this sentence say?").
@@ -241,9 +216,6 @@ def _pairs(split: str, arts: list[Article], n: int, rng: random.Random, n_words:
 
 
 def _med_synth(arts: list[Article], n: int, cfg: DataConfig, rng: random.Random, out: Path) -> tuple[list[dict], dict]:
-    from stm.synthesis.cache import generate_cached
-    from stm.synthesis.generators import build_generator
-
     if n == 0:
         return [], {}
     # over-generate: small generators fail the filters often
@@ -295,8 +267,6 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
     """Write ``splits/<split>.jsonl`` (+ ``all.jsonl``), ``tasks/{test,dev}/<task>/`` and a stats record."""
     out = Path(out or paths.PROCESSED)
     if cfg.source == "bmretriever":
-        from stm.data.bmretriever import run as run_bmretriever
-
         return run_bmretriever(cfg, out)
     files = assets.pubmed_files()
     a77, a21 = list(parse_medline(files["1977"])), list(parse_medline(files["2021"]))

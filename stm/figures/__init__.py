@@ -23,12 +23,6 @@ PAPER_BACKBONE_LABELS = {"qwen3-0.6b": "Qwen3-0.6B", "gemma-2b": "Gemma-2B", "ph
 EXPERT_LABELS = {"med_real": "Med-Real", "med_synth": "Med-Synth", "search": "Search", "nlu": "NLU", "all": "FT-all"}
 
 
-def config_expert() -> str:
-    from stm import config
-
-    return config.load("ablations").variant_expert
-
-
 def paper() -> dict:
     return yaml.safe_load(paths.PAPER_RESULTS.read_text())
 
@@ -166,7 +160,7 @@ def variants_figure(dpi: int = 120) -> Path:
     axes[0].bar([v.upper().replace("_", "+") for v in order], [ours[v] for v in order], color="#6baed6")
     if not recs:
         _not_run(axes[0], "variant")
-    expert = next(iter(recs.values()))["model"]["train"]["expert"] if recs else config_expert()
+    expert = next(iter(recs.values()))["model"]["train"]["expert"] if recs else "search"
     axes[0].set_title(f"ours: {EXPERT_LABELS.get(expert, expert)} expert")
     axes[0].set_ylabel("avg nDCG@10")
     for j, b in enumerate(PAPER_BACKBONE_LABELS):

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel
 
-from stm.config import FormatConfig
-from stm.io import read_json
-from stm.training.model import Retriever, load_backbone
+from stm.core import retriever as R
 
 
 def lora_factors(adapter: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """{base weight name: (A, B, scale)} from a peft adapter folder."""
+    """{base weight name: (A, B, scale)} from an expert folder (its peft adapter files)."""
     adapter = Path(adapter)
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     r, alpha = cfg["r"], cfg["lora_alpha"]
@@ -43,13 +43,13 @@ def lora_factors(adapter: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, f
 class DeltaMerger:
     """A base model whose LoRA-touched weights are rebuilt for each candidate's coefficients."""
 
-    def __init__(self, adapters: Sequence[Path], dtype: str = "float32", fmt: FormatConfig | None = None):
-        record = read_json(Path(adapters[0]) / "stm_retriever.json")
-        self.record = record
-        model, tok = load_backbone(record["backbone_path"], dtype, record.get("bidirectional", False))
-        self.retriever = Retriever(model.eval(), tok, fmt or FormatConfig.model_validate(record["format"]))
-        self.factors = [lora_factors(a) for a in adapters]
-        params = dict(model.named_parameters())
+    def __init__(self, experts: Sequence[Path], dtype: str = "float32"):
+        base_path = json.loads((Path(experts[0]) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        self.model: SentenceTransformer = R.load(experts[0], dtype)
+        base = AutoModel.from_pretrained(base_path, dtype=R.DTYPES[dtype], attn_implementation="sdpa")
+        R.with_decoder(self.model, base.eval())
+        self.factors = [lora_factors(a) for a in experts]
+        params = dict(base.named_parameters())
         names = set().union(*self.factors)
         missing = names - set(params)
         if missing:
@@ -58,7 +58,7 @@ class DeltaMerger:
         self.base = {n: p.detach().float().clone() for n, p in self.params.items()}
 
     @torch.no_grad()
-    def apply(self, coefficients: Sequence[float]) -> Retriever:
+    def apply(self, coefficients: Sequence[float]) -> SentenceTransformer:
         if len(coefficients) != len(self.factors):
             raise ValueError(f"{len(coefficients)} coefficients for {len(self.factors)} experts")
         for name, p in self.params.items():
@@ -68,7 +68,7 @@ class DeltaMerger:
                     a, b, s = f[name]
                     w.add_(b @ a, alpha=c * s)
             p.copy_(w.to(p.dtype))
-        return self.retriever
+        return self.model
 
 
 def coefficients(method: str, weights: Sequence[float]) -> list[float]:

@@ -17,6 +17,9 @@ from pathlib import Path
 from stm.io import atomic_path, read_json, sha256_file
 
 
+SOURCE = "merge_source.json"  # written beside each scratch full model: what it was built from, and its base
+
+
 class MergeError(ValueError):
     pass
 
@@ -73,9 +76,9 @@ def validate(method: str, experts: Sequence[Path], weights: Sequence[float],
                 raise MergeError(f"merge densities[{i}] = {d}: densities must lie in [0, 1]")
     bases = {}
     for e in experts:
-        rec_path = Path(e) / "stm_retriever.json"
+        rec_path = Path(e) / SOURCE
         if not rec_path.exists():
-            raise MergeError(f"expert {e}: not an STM model folder (no stm_retriever.json)")
+            raise MergeError(f"expert {e}: not a full-model folder written for merging (no {SOURCE})")
         rec = read_json(rec_path)
         bases[str(e)] = (rec.get("backbone_path"), _tokenizer_hash(Path(e)))
     if len({b for b, _ in bases.values()}) > 1:

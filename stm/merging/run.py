@@ -1,4 +1,11 @@
-"""The merging stage: search weights on dev tasks, build the chosen merges with MergeKit, evaluate on test."""
+"""The merging stage: search weights on dev tasks, build the chosen merges with MergeKit, evaluate on test.
+
+Experts are sentence-transformers folders holding a LoRA adapter. MergeKit merges full models, so each
+expert (LoRA folded in) and the base are written as scratch HF folders beside the DVC output. A merge is
+the experts' retriever (tokenizer, prompts, pooling, lengths) over the merged decoder, saved by
+sentence-transformers: ``artifacts/merged/<method>`` loads with ``SentenceTransformer(path)`` and is
+scored exactly that way.
+"""
 
 from __future__ import annotations
 
@@ -8,53 +15,64 @@ import shutil
 from pathlib import Path
 
 import torch
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel
 
 from stm import paths
 from stm.config import EvaluationConfig, MergingConfig, dump
-from stm.evaluation.encoders import DecoderEncoder
-from stm.evaluation.harness import evaluate
-from stm.evaluation.run import dev_score, task_specs
+from stm.core import retriever as R
+from stm.core.evaluation import Encoder, dev_score, evaluate, evaluate_model, task_specs
+from stm.core.tasks import resolve
 from stm.io import atomic_path, read_json, sha256_file, sha256_text, write_json
 from stm.merging.inmemory import DeltaMerger, coefficients
-from stm.merging.methods import get_method, mergekit_config, run_mergekit
+from stm.merging.methods import SOURCE, get_method, mergekit_config, run_mergekit
 from stm.merging.search import Candidate, ScoreCache, best, search
-from stm.training.export import export_sentence_transformers, load_retriever
-from stm.training.model import DTYPES, load_backbone
 
 log = logging.getLogger(__name__)
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-def _source_key(source: Path | str, record: dict, dtype: str) -> str:
-    """What a full-model folder was built from: the adapter's bytes, or the backbone's name and attention."""
+def base_path(expert: Path) -> str:
+    return read_json(Path(expert) / "adapter_config.json")["base_model_name_or_path"]
+
+
+def _source_key(source: Path | str, dtype: str) -> str:
+    """What a full-model folder was built from: the adapter's bytes, or the base's name."""
     if Path(source, "adapter_config.json").exists():
-        parts = [sha256_file(Path(source, f)) for f in ("adapter_model.safetensors", "stm_retriever.json")]
+        parts = [sha256_file(Path(source, f)) for f in ADAPTER_FILES]
     else:
-        parts = [str(source), record.get("bidirectional", False)]
+        parts = [str(source)]
     return sha256_text(json.dumps([*parts, dtype]))
 
 
-def save_full_model(source: Path | str, out: Path, record: dict, dtype: str = "float32") -> Path:
-    """An adapter merged into its base (``merge_and_unload``), or the bare base, as a plain HF folder.
+def save_full_model(source: Path | str, out: Path, tokenizer_from: Path, dtype: str = "float32") -> Path:
+    """An expert with its LoRA folded in, or the bare base, as a plain HF folder (MergeKit's input).
 
     The LoRA is folded in at float32 and the result saved in ``dtype``, the merge's own dtype: mergekit casts its
     inputs to that dtype anyway, so a bfloat16 merge gets the same numbers from half the disk.
     A folder left by an interrupted run is reused only if it was built from the same source and dtype."""
-    key = _source_key(source, record, dtype)
-    done = out / "stm_retriever.json"
+    key = _source_key(source, dtype)
+    done = out / SOURCE
     if done.exists() and read_json(done).get("source_key") == key:
         return out
     shutil.rmtree(out, ignore_errors=True)
+    template = R.load(tokenizer_from, "float32")
     if Path(source, "adapter_config.json").exists():
-        retriever, _ = load_retriever(source, dtype="float32")
-        model, tok = retriever.model, retriever.tokenizer
+        decoder = R.transformer(R.merge_lora(R.load(source, "float32"))).model
+        backbone = base_path(source)
     else:
-        model, tok = load_backbone(str(source), "float32", record.get("bidirectional", False))
-    model = model.to(DTYPES[dtype])
+        decoder, backbone = AutoModel.from_pretrained(str(source), dtype=torch.float32), str(source)
     with atomic_path(out) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        write_json(tmp / "stm_retriever.json", record | {"source_key": key})
+        decoder.to(R.DTYPES[dtype]).save_pretrained(tmp)
+        R.tokenizer(template).save_pretrained(tmp)
+        write_json(tmp / SOURCE, {"source_key": key, "backbone_path": backbone})
     return out
+
+
+def merged_retriever(template: Path, merged: Path, dtype: str) -> SentenceTransformer:
+    """The experts' retriever over a merged decoder."""
+    model = R.merge_lora(R.load(template, dtype))
+    return R.with_decoder(model, AutoModel.from_pretrained(str(merged), dtype=R.DTYPES[dtype]).eval())
 
 
 def portable(cfg: dict) -> dict:
@@ -76,8 +94,7 @@ def model_card(method: str, experts: list[str], chosen: dict, dev: float, test: 
 def search_fingerprint(method: str, adapter_dirs: list[Path], dev_specs, mcfg: MergingConfig,
                        ecfg: EvaluationConfig) -> str:
     """What a candidate's dev score depends on: expert weights, dev data, dtypes, metric weighting."""
-    parts = {"method": method, "experts": [[sha256_file(d / f) for f in ("adapter_model.safetensors", "stm_retriever.json")]
-                                           for d in adapter_dirs],
+    parts = {"method": method, "experts": [[sha256_file(d / f) for f in ADAPTER_FILES] for d in adapter_dirs],
              "dev": [t.record() for t in dev_specs], "eval_dtype": ecfg.dtype, "batch_size": ecfg.batch_size,
              "merge_dtype": mcfg.dtype, "ndcg_weight": mcfg.search.ndcg_weight}
     return sha256_text(json.dumps(parts, sort_keys=True, default=str))[:24]
@@ -88,22 +105,19 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     out_root = Path(out_root or paths.MERGED)
     names = list(adapters)
     adapter_dirs = [adapters[n] for n in names]
-    record = read_json(adapter_dirs[0] / "stm_retriever.json")
-    from stm.evaluation.tasks import resolve
-
     dev_specs = [resolve(t, "dev") for t in (mcfg.dev_tasks or ecfg.tasks)]
     test_specs = task_specs(ecfg, "test")
+    template = adapter_dirs[0]
     # mergekit merges full models: each expert with its LoRA folded in, and the base. They are scratch, kept
     # beside the DVC output and deleted at the end: four fp32 copies of the backbone would otherwise be
     # cached by DVC twice over (2.6 GB at 135M parameters in fp32; Phi-4-mini in bf16, the paper profile: 40 GB).
     inputs = out_root.parent / f".{out_root.name}-inputs"
-    full = {n: save_full_model(adapters[n], inputs / n, record | {"expert": n}, mcfg.dtype) for n in names}
-    base = save_full_model(record["backbone_path"], inputs / "base", record | {"expert": "base"}, mcfg.dtype)
+    full = {n: save_full_model(adapters[n], inputs / n, template, mcfg.dtype) for n in names}
+    base = save_full_model(base_path(template), inputs / "base", template, mcfg.dtype)
     merger = DeltaMerger(adapter_dirs, ecfg.dtype)
 
-    def score_retriever(retriever, label: str) -> tuple[float, dict]:
-        enc = DecoderEncoder(retriever, label, {}, ecfg.batch_size)
-        r = evaluate(enc, dev_specs, "dev")
+    def score_retriever(model, label: str) -> tuple[float, dict]:
+        r = evaluate(Encoder(model, label, ecfg.batch_size), dev_specs, "dev")
         return dev_score(r, mcfg.search.ndcg_weight), r
 
     report: dict = {"experts": names, "search": dump(mcfg.search), "methods": {}}
@@ -115,11 +129,9 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
                 s, _ = score_retriever(merger.apply(coefficients(method, c.weights)), f"{method}-candidate")
             else:
                 cfg = mergekit_config(method, list(full.values()), c.weights, base, c.densities, mcfg.dtype)
-                tmp = out_root / f".candidate-{method}"
+                tmp = inputs / f"candidate-{method}"
                 run_mergekit(cfg, tmp)
-                shutil.copy(base / "stm_retriever.json", tmp / "stm_retriever.json")
-                retriever, _ = load_retriever(tmp, dtype=ecfg.dtype)
-                s, _ = score_retriever(retriever, f"{method}-candidate")
+                s, _ = score_retriever(merged_retriever(template, tmp, ecfg.dtype), f"{method}-candidate")
                 shutil.rmtree(tmp, ignore_errors=True)
             log.info("%s %s -> %.4f", method, c.as_dict(), s)
             return s
@@ -133,11 +145,13 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         chosen = best(history)
         final = out_root / method
         cfg = mergekit_config(method, list(full.values()), chosen["weights"], base, chosen["densities"], mcfg.dtype)
-        run_mergekit(cfg, final)
-        write_json(final / "stm_retriever.json", record | {"merge": {"method": method, **chosen, "experts": names}})
-        retriever, rec = load_retriever(final, dtype=ecfg.dtype)
-        test = evaluate(DecoderEncoder(retriever, f"stm-{method}", rec, ecfg.batch_size), test_specs, "test",
-                        rec | {"name": f"stm-{method}"})
+        scratch = inputs / f"final-{method}"
+        run_mergekit(cfg, scratch)
+        with atomic_path(final) as tmp:
+            R.save(merged_retriever(template, scratch, "float32"), tmp)
+        # scored as a user loads it: plain SentenceTransformer(path)
+        test = evaluate_model(final, ecfg, f"stm-{method}", "test",
+                              extra={"merge": {"method": method, **chosen, "experts": names}})
         entry = {"history": history, "chosen": chosen, "dev_score": chosen["score"], "test": test,
                  "mergekit_config": portable(cfg),
                  # from the score cache: a resumed search still reports what scoring a candidate costs
@@ -145,17 +159,13 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
                  if cache.seconds else None,
                  "candidates_reused": cache.reused}
         if m.in_memory:  # the merge we searched in memory is the merge mergekit built
-            probe = ["Represent this passage\npassage: a probe sentence about heart disease in mice"]
-            ret32, _ = load_retriever(final, dtype="float32")
+            probe = ["a probe sentence about heart disease in mice"]
             mem = DeltaMerger(adapter_dirs, "float32").apply(coefficients(method, chosen["weights"]))
             entry["inmemory_vs_mergekit_max_abs_diff"] = float(
-                (ret32.encode(probe, 64) - mem.encode(probe, 64)).abs().max())
-        export_sentence_transformers(
-            retriever, out_root / f"{method}-sentence-transformers", rec,
-            {t.name: t.instruction for t in test_specs},
-            model_card(method, names, chosen, chosen["score"], test, mcfg.search.strategy))
+                (R.encode(R.load(final, "float32"), probe, R.DOCUMENT) - R.encode(mem, probe, R.DOCUMENT)).abs().max())
+        (final / "README.md").write_text(model_card(method, names, chosen, chosen["score"], test, mcfg.search.strategy))
+        shutil.rmtree(scratch, ignore_errors=True)
         report["methods"][method] = entry
-        del retriever
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     write_json(results or paths.RESULTS / "merging.json", report)
     shutil.rmtree(inputs, ignore_errors=True)

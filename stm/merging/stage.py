@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stm import config, paths
+from stm import paths
+from stm.config import EvaluationConfig, MergingConfig
 from stm.io import DataError
 from stm.merging.run import run
 
@@ -15,6 +16,5 @@ def expert_adapters(mcfg) -> dict:
     return adapters
 
 
-def run_stage() -> dict:
-    mcfg, ecfg = config.load("merging"), config.load("evaluation")
+def run_stage(mcfg: MergingConfig, ecfg: EvaluationConfig) -> dict:
     return run(mcfg, ecfg, expert_adapters(mcfg))

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 
 from stm import paths
 from stm.config import PromptsConfig
-from stm.data.build import SPLIT_INSTRUCTIONS
+from stm.core import retriever as R
+from stm.core.generators import build_generator
+from stm.core.tasks import SPLIT_INSTRUCTIONS
 from stm.data.schema import read_triples
-from stm.synthesis.generators import build_generator
 
 BUDGETS = {"light": (100, 3, 60), "medium": (200, 5, 120), "heavy": (300, 8, 240)}  # examples, minibatch, calls
 
@@ -33,19 +34,17 @@ def _ndcg_single(scores: torch.Tensor, gold: int, k: int = 10) -> float:
 class RetrievalAdapter:
     """gepa's adapter protocol: ``evaluate`` and ``make_reflective_dataset``."""
 
-    def __init__(self, retriever, passages: list[str]):
-        self.retriever = retriever
+    def __init__(self, model, passages: list[str]):
+        self.model = model
         self.passages = passages
         with torch.inference_mode():
-            self.doc_emb = F.normalize(retriever.encode([retriever.text.passage(p) for p in passages],
-                                                        retriever.fmt.max_passage_tokens), dim=-1)
+            self.doc_emb = F.normalize(R.encode(model, passages, R.DOCUMENT), dim=-1)
 
     def evaluate(self, batch, candidate, capture_traces=False):
         from gepa.core.adapter import EvaluationBatch
 
         instruction = candidate["instruction"]
-        q = self.retriever.encode([self.retriever.text.query(ex["query"], instruction) for ex in batch],
-                                  self.retriever.fmt.max_query_tokens)
+        q = R.encode(self.model, [ex["query"] for ex in batch], R.QUERY, R.prompt_for(self.model, instruction))
         sims = F.normalize(q, dim=-1) @ self.doc_emb.T
         scores = [_ndcg_single(sims[i], ex["gold"]) for i, ex in enumerate(batch)]
         outputs = [{"top": self.passages[int(sims[i].argmax())][:200]} for i in range(len(batch))]
@@ -60,11 +59,9 @@ class RetrievalAdapter:
         return {c: rows for c in components_to_update}
 
 
-def optimize_split(cfg: PromptsConfig, split: str, out: Path, retriever=None) -> tuple[str, list[dict]]:
+def optimize_split(cfg: PromptsConfig, split: str, out: Path, model) -> tuple[str, list[dict]]:
+    """GEPA for one split's instruction, scored with ``model`` (a ``SentenceTransformer`` retriever)."""
     import gepa
-
-    from stm.config import load
-    from stm.training.export import load_retriever
 
     n_examples, minibatch, calls = BUDGETS[cfg.gepa.budget]
     n_examples = cfg.gepa.train_examples or n_examples
@@ -76,14 +73,7 @@ def optimize_split(cfg: PromptsConfig, split: str, out: Path, retriever=None) ->
     passages = [r["positive"] for r in rows] + [r["negative"] for r in rows]
     examples = [{"query": r["query"], "gold": i} for i, r in enumerate(rows)]
     half = len(examples) // 2
-    if retriever is None:  # the split's plain-FT expert when trained, else the bare backbone
-        from stm.data.assets import resolve_model
-
-        tcfg = load("training")
-        ft = paths.EXPERTS / split / "adapter"
-        source = ft if ft.exists() else resolve_model(tcfg.backbone)
-        retriever, _ = load_retriever(source, fmt=None if ft.exists() else tcfg.format, dtype="bfloat16")
-    adapter = RetrievalAdapter(retriever, passages)
+    adapter = RetrievalAdapter(model, passages)
     gen = build_generator(cfg.generator)
     result = gepa.optimize(
         seed_candidate={"instruction": SPLIT_INSTRUCTIONS[split]}, trainset=examples[:half], valset=examples[half:],

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from stm import paths
-from stm.config import PromptsConfig, dump
-from stm.data.build import SPLIT_INSTRUCTIONS
+from stm.config import PromptsConfig, TrainingConfig, dump
+from stm.core import retriever as R
+from stm.core.assets import resolve_model
+from stm.core.filters import PROMPT_META, check, clean
+from stm.core.generation_cache import generate_cached
+from stm.core.generators import build_generator
+from stm.core.tasks import SPLIT_INSTRUCTIONS
 from stm.data.pubmed import sentences
 from stm.io import write_json
+from stm.prompts.gepa_adapter import optimize_split
 from stm.registry import Registry
-from stm.synthesis.cache import generate_cached
-from stm.synthesis.filters import PROMPT_META, check, clean
-from stm.synthesis.generators import build_generator
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,13 @@ Use a different style/approach from these examples:
 Make it unique and varied. The prompt should be effective for DOCUMENT RETRIEVAL.
 Generate only the prompt text, no explanations, do not specify any domain or document type to avoid confusing the model:"""
 
-OPTIMIZERS: Registry[Callable[[PromptsConfig, Path], dict]] = Registry("prompt optimizer", "prompts.optimizer")
+# (config, output folder, retriever factory) -> selected pools; the factory builds the model GEPA scores with
+OPTIMIZERS: Registry[Callable[[PromptsConfig, Path, Callable | None], dict]] = Registry("prompt optimizer",
+                                                                                      "prompts.optimizer")
 
 
 @OPTIMIZERS.register("none")
-def no_optimization(cfg: PromptsConfig, out: Path) -> dict:
+def no_optimization(cfg: PromptsConfig, out: Path, retriever: Callable | None = None) -> dict:
     return {"optimizer": "none", "pools": {s: [SPLIT_INSTRUCTIONS[s]] for s in cfg.splits}}
 
 
@@ -82,7 +88,7 @@ def generic_prompts(cfg: PromptsConfig, out: Path) -> tuple[list[str], dict]:
 
 
 @OPTIMIZERS.register("gp")
-def gp(cfg: PromptsConfig, out: Path) -> dict:
+def gp(cfg: PromptsConfig, out: Path, retriever: Callable | None = None) -> dict:
     prompts, meta = generic_prompts(cfg, out)
     pools = {str(n): prompts[:n] for n in cfg.gp_sizes}
     write_json(out / "gp.json", {"pools": pools, **meta})
@@ -93,20 +99,27 @@ def gp(cfg: PromptsConfig, out: Path) -> dict:
 
 
 @OPTIMIZERS.register("gepa")
-def gepa_optimizer(cfg: PromptsConfig, out: Path) -> dict:
-    from stm.prompts.gepa_adapter import optimize_split
-
+def gepa_optimizer(cfg: PromptsConfig, out: Path, retriever: Callable | None = None) -> dict:
+    if retriever is None:
+        raise ValueError("prompts.optimizer gepa scores instructions with a retriever: pass retriever=")
+    model = retriever()
     pools, history = {}, {}
     for split in cfg.splits:
-        best, hist = optimize_split(cfg, split, out)
+        best, hist = optimize_split(cfg, split, out, model)
         pools[split] = [best]
         history[split] = hist
     write_json(out / "gepa_history.json", history)
     return {"optimizer": "gepa", "budget": cfg.gepa.budget, "pools": pools}
 
 
-def run(cfg: PromptsConfig, out: Path | None = None) -> dict:
+def backbone_retriever(tcfg: TrainingConfig) -> Callable:
+    """A factory for the model GEPA scores instructions with: the training backbone in its format, untrained."""
+    return partial(R.build, resolve_model(tcfg.backbone), tcfg.format, "bfloat16", tcfg.bidirectional)
+
+
+def run(cfg: PromptsConfig, out: Path | None = None, retriever: Callable | None = None) -> dict:
+    """Write ``selected.json`` (and ``gp.json``); ``retriever`` builds the model that GEPA scores with."""
     out = Path(out or paths.PROMPTS)
-    selected = OPTIMIZERS.lookup(cfg.optimizer)(cfg, out) | {"config": dump(cfg)}
+    selected = OPTIMIZERS.lookup(cfg.optimizer)(cfg, out, retriever) | {"config": dump(cfg)}
     write_json(out / "selected.json", selected)
     return selected

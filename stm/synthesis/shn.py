@@ -21,9 +21,9 @@ from stm.config import SynthesisConfig, dump
 from stm.data.pubmed import truncate_words
 from stm.data.schema import read_triples
 from stm.io import write_json, write_jsonl
-from stm.synthesis.cache import generate_cached
-from stm.synthesis.filters import RejectionCounter, check, clean
-from stm.synthesis.generators import build_generator
+from stm.core.generation_cache import generate_cached
+from stm.core.filters import RejectionCounter, check, clean
+from stm.core.generators import build_generator
 
 log = logging.getLogger(__name__)
 

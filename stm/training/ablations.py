@@ -10,16 +10,16 @@ All cells use ``ablations.steps`` training steps, so they compare with each othe
 
 from __future__ import annotations
 
-from stm import config, paths
+from stm import paths
+from stm.config import AblationsConfig, ConfigError, EvaluationConfig, TrainingConfig, dump, validate
 from stm.data.pretrain import ict_pairs
 from stm.io import write_jsonl
 from stm.training.data import split_files
 from stm.training.stage import run_dir, train_and_evaluate
 
 
-def cell(kind: str, index: int, seed_index: int = 0) -> tuple[str, str, dict]:
+def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int, seed_index: int = 0) -> tuple[str, str, dict]:
     """(expert, run name, training overrides) of one cell."""
-    a = config.load("ablations")
     try:
         if kind == "variant":
             return a.variant_expert, f"variant/{index}", {"variant": a.variants[index], "max_steps": a.steps}
@@ -27,22 +27,27 @@ def cell(kind: str, index: int, seed_index: int = 0) -> tuple[str, str, dict]:
             return a.size_expert, f"size/{index}-{seed_index}", {
                 "max_train_rows": a.sizes[index], "seed": a.seeds[seed_index], "max_steps": a.steps}
         if kind == "po":
-            n = config.load("prompts").gp_sizes[index]
+            n = gp_sizes[index]
             return a.variant_expert, f"po/{index}", {"variant": "po", "po_pool": n, "max_steps": a.steps}
     except IndexError:
-        raise config.ConfigError(f"ablation {kind} index {index} is out of range for profile's lists") from None
-    raise config.ConfigError(f"unknown ablation kind {kind!r}")
+        raise ConfigError(f"ablation {kind} index {index} is out of range for profile's lists") from None
+    raise ConfigError(f"unknown ablation kind {kind!r}")
 
 
-def run_cell(kind: str, index: int, seed_index: int = 0) -> dict:
-    expert, name, overrides = cell(kind, index, seed_index)
-    return train_and_evaluate(config.load("training", **overrides), expert, name)
+def with_overrides(tcfg: TrainingConfig, **overrides) -> TrainingConfig:
+    """The training config of a cell, validated again (a bad override names its key)."""
+    return validate("training", dump(tcfg) | overrides, source="ablation cell")
 
 
-def run_pretrain() -> dict:
+def run_cell(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, gp_sizes: list[int], kind: str,
+             index: int, seed_index: int = 0) -> dict:
+    expert, name, overrides = cell(a, gp_sizes, kind, index, seed_index)
+    return train_and_evaluate(with_overrides(tcfg, **overrides), ecfg, expert, name)
+
+
+def run_pretrain(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig) -> dict:
     """Figure 3: PT alone, PT then FT, FT alone; each trained ``ablations.steps`` steps and evaluated."""
-    a = config.load("ablations")
-    base = config.load("training", max_steps=a.steps)
+    base = with_overrides(tcfg, max_steps=a.steps)
     pairs = run_dir("pretrain", "pretrain") / "ict.jsonl"
     write_jsonl(pairs, ict_pairs(split_files(a.size_expert, "ft", paths.PROCESSED), base.seed))
     pt = base.model_copy(update={"train_file": str(pairs), "use_hard_negatives": False})
@@ -50,4 +55,4 @@ def run_pretrain() -> dict:
     cells = {"pt": ("pretrain", pt),
              "pt_ft": (a.size_expert, base.model_copy(update={"init_adapter": str(pt_adapter)})),
              "ft": (a.size_expert, base)}
-    return {name: train_and_evaluate(cfg, expert, f"pretrain/{name}") for name, (expert, cfg) in cells.items()}
+    return {name: train_and_evaluate(cfg, ecfg, expert, f"pretrain/{name}") for name, (expert, cfg) in cells.items()}

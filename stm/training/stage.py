@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stm import config, paths
-from stm.config import TrainingConfig
+from stm import paths
+from stm.config import EvaluationConfig, TrainingConfig
+from stm.core.evaluation import evaluate_model
 from stm.training.train import train
 
 
@@ -18,15 +19,14 @@ def result_path(expert: str, name: str | None = None) -> Path:
     return paths.RESULTS / ("ablations" if name else "experts") / f"{(name or expert).replace('/', '_')}.json"
 
 
-def train_and_evaluate(cfg: TrainingConfig, expert: str, name: str | None = None, evaluate: bool = True) -> dict:
-    from stm.evaluation.run import evaluate_model
-
+def train_and_evaluate(cfg: TrainingConfig, ecfg: EvaluationConfig, expert: str, name: str | None = None,
+                       evaluate: bool = True) -> dict:
     out = run_dir(expert, name)
     record = train(cfg, expert, out)
     if not evaluate:
         return {"train": record}
     label = name or expert
-    result = evaluate_model(out / "adapter", config.load("evaluation"), label, out=result_path(expert, name),
+    result = evaluate_model(out / "adapter", ecfg, label, out=result_path(expert, name),
                             extra={"train": {k: record[k] for k in ("steps", "final_loss", "query_truncated_fraction", "mean_tokens_per_s",
                                                                      "data", "variant", "expert")}})
     return {"train": record, "eval": result}

@@ -30,16 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
+from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from stm.config import TrainingConfig, dump
-from stm.data.assets import resolve_model
+from stm.core import retriever as R
+from stm.core.assets import resolve_model
+from stm.core.tasks import EMBEDDED_TASKS, PAPER_TASKS
 from stm.io import atomic_path, environment_record, sha256_text, write_json
 from stm.training.data import load_rows
 from stm.training.loss import InfoNCE
-from stm.training.model import Retriever, load_backbone
 
 log = logging.getLogger(__name__)
 
@@ -78,29 +79,18 @@ def device_for(dist: Dist) -> torch.device:
     return torch.device("cpu")
 
 
-def lora_config(cfg: TrainingConfig) -> LoraConfig:
-    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, bias="none")
+def task_instructions() -> dict[str, str]:
+    """Every registered task's instruction: saved as prompts with each model, so a folder knows its tasks."""
+    return {name: t["instruction"] for name, t in EMBEDDED_TASKS.items()} | {
+        name: instruction for name, (_, instruction, _) in PAPER_TASKS.items()}
 
 
-def build_retriever(cfg: TrainingConfig, device: torch.device) -> Retriever:
-    model, tokenizer = load_backbone(resolve_model(cfg.backbone), cfg.dtype, cfg.bidirectional)
-    return Retriever(add_lora(model, cfg), tokenizer, cfg.format).to(device)
-
-
-def add_lora(model: torch.nn.Module, cfg: TrainingConfig) -> torch.nn.Module:
-    """LoRA on the backbone (from ``init_adapter`` if given), with gradient checkpointing if configured."""
-    torch.manual_seed(cfg.seed)  # identical LoRA initialisation on every process and every resume
-    model = get_peft_model(model, lora_config(cfg))
-    if cfg.init_adapter:  # continue from an earlier stage's LoRA weights (pre-training, then fine-tuning)
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(model, load_file(str(Path(cfg.init_adapter) / "adapter_model.safetensors")))
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    return model
+def build_model(cfg: TrainingConfig, device: torch.device | str = "cpu") -> SentenceTransformer:
+    """The retriever to train: the backbone as a ``SentenceTransformer`` with a LoRA adapter."""
+    model = R.build(resolve_model(cfg.backbone), cfg.format, cfg.dtype, cfg.bidirectional, task_instructions(),
+                    device=device)
+    R.add_lora(model, cfg.lora, cfg.seed, cfg.init_adapter, cfg.gradient_checkpointing)
+    return model.to(device)
 
 
 def batch_order(n_rows: int, batch: int, steps: int, seed: int) -> list[list[int]]:
@@ -137,19 +127,20 @@ def checkpoint_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}-checkpoint"
 
 
-def _save_checkpoint(path: Path, retriever: Retriever, opt, sched, step: int, history: list, fingerprint: str) -> None:
+def _save_checkpoint(path: Path, model: SentenceTransformer, opt, sched, step: int, history: list,
+                     fingerprint: str) -> None:
     with atomic_path(path) as tmp:
         tmp.mkdir()
-        torch.save({"params": {n: p.detach().cpu() for n, p in _trainable(retriever.model).items()},
+        torch.save({"params": {n: p.detach().cpu() for n, p in _trainable(model).items()},
                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
                     "history": history, "fingerprint": fingerprint}, tmp / "state.pt")
 
 
-def _load_checkpoint(path: Path, retriever: Retriever, opt, sched, fingerprint: str) -> tuple[int, list] | None:
+def _load_checkpoint(path: Path, model: SentenceTransformer, opt, sched, fingerprint: str) -> tuple[int, list] | None:
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     if state.get("fingerprint") != fingerprint:
         return None
-    params = _trainable(retriever.model)
+    params = _trainable(model)
     with torch.no_grad():
         for n, t in state["params"].items():
             params[n].copy_(t)
@@ -158,11 +149,74 @@ def _load_checkpoint(path: Path, retriever: Retriever, opt, sched, fingerprint: 
     return state["step"], state["history"]
 
 
-def query_truncation(retriever: Retriever, rows: list[dict], max_tokens: int, seed: int, sample: int = 2000) -> float:
+def query_truncation(model: SentenceTransformer, rows: list[dict], max_tokens: int, seed: int,
+                     sample: int = 2000) -> float:
     """Fraction of training queries (with their instruction) longer than ``max_tokens``, on a seeded sample."""
     rows = random.Random(seed).sample(rows, min(sample, len(rows)))
-    ids = retriever.tokenizer([retriever.text.query(r["query"], r["instruction"]) for r in rows])["input_ids"]
+    ids = R.tokenizer(model)([R.prompt_for(model, r["instruction"]) + r["query"] for r in rows])["input_ids"]
     return sum(len(i) > max_tokens for i in ids) / max(1, len(rows))
+
+
+@dataclass
+class Step:
+    """One optimisation step on a global batch of triples; the GPU benchmark calls the same function."""
+
+    model: SentenceTransformer
+    loss_fn: InfoNCE
+    opt: torch.optim.Optimizer
+    sched: object
+    params: list[torch.nn.Parameter]
+    dist: "Dist"
+    use_hard_negatives: bool = True
+    max_grad_norm: float | None = 1.0
+
+    def embed_queries(self, batch: list[dict]) -> tuple[torch.Tensor, int]:
+        """Query embeddings, each query with its own instruction's prompt (PO pools mix instructions in a batch).
+
+        Rows are grouped by prompt, so prompt-aware pooling sees each group's ``prompt_length``, then put back
+        in batch order. Returns (embeddings, real tokens)."""
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(batch):
+            groups.setdefault(R.prompt_for(self.model, r["instruction"]), []).append(i)
+        parts, index, tokens = [], [], 0
+        for prompt, rows in groups.items():
+            feats = R.features(self.model, [batch[i]["query"] for i in rows], R.QUERY, prompt)
+            parts.append(R.embed(self.model, feats))
+            index += rows
+            tokens += int(feats["attention_mask"].sum())
+        emb = torch.cat(parts)
+        if len(groups) > 1:
+            emb = emb[torch.argsort(torch.tensor(index, device=emb.device))]
+        return emb, tokens
+
+    def embed_documents(self, batch: list[dict]) -> tuple[list[torch.Tensor], int]:
+        """Positives, then hard negatives (and extra ones), in one forward pass; split back per column."""
+        docs = [r["positive"] for r in batch]
+        if self.use_hard_negatives:
+            docs += [r["negative"] for r in batch]
+            if "extra_negative" in batch[0]:
+                docs += [r["extra_negative"] for r in batch]
+        feats = R.features(self.model, docs, R.DOCUMENT)
+        return list(R.embed(self.model, feats).split(len(batch))), int(feats["attention_mask"].sum())
+
+    def __call__(self, batch: list[dict]) -> tuple[float, int]:
+        """Forward, InfoNCE, backward, all-reduce, clip, optimizer and scheduler step: (global loss, tokens)."""
+        qe, q_tokens = self.embed_queries(batch)
+        de, d_tokens = self.embed_documents(batch)
+        loss = self.loss_fn(qe, *de)
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        _sync_grads(self.params, self.dist)
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        value = loss.detach()
+        if self.dist.world > 1:  # log the global-batch loss: the mean of the per-process means
+            torch.distributed.all_reduce(value)
+            value = value / self.dist.world
+        tokens = (q_tokens + d_tokens) * self.dist.world
+        return value.item(), tokens
 
 
 class Interrupted(RuntimeError):
@@ -179,8 +233,8 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
         raise ValueError(f"training.batch_size {cfg.batch_size} is not divisible by {dist.world} processes")
     device = device_for(dist)
     steps = cfg.max_steps or max(1, math.floor(cfg.epochs * len(rows) / cfg.batch_size))
-    retriever = build_retriever(cfg, device)
-    params = list(_trainable(retriever.model).values())
+    model = build_model(cfg, device)
+    params = list(_trainable(model).values())
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, min(cfg.warmup_steps, steps), steps)
     loss_fn = InfoNCE(cfg.temperature, cfg.hard_negatives_in_denominator, cfg.gather_across_devices)
@@ -189,64 +243,42 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
     fingerprint = sha256_text(json.dumps([expert, dist.world, dump(cfg), data_record], sort_keys=True, default=str))
     start, history = 0, []
     if (ckpt / "state.pt").exists():
-        resumed = _load_checkpoint(ckpt, retriever, opt, sched, fingerprint)
+        resumed = _load_checkpoint(ckpt, model, opt, sched, fingerprint)
         if resumed is None:
             log.warning("%s: checkpoint %s was written for another configuration or data; starting over", expert, ckpt)
         else:
             start, history = resumed
             log.info("resuming %s from step %d", expert, start)
-    truncated = query_truncation(retriever, rows, cfg.format.max_query_tokens, cfg.seed)
+    truncated = query_truncation(model, rows, cfg.format.max_query_tokens, cfg.seed)
     if truncated > 0.2:
         log.warning("%s: %.0f%% of queries (instruction + query) exceed max_query_tokens=%d and are cut at the end",
                     expert, 100 * truncated, cfg.format.max_query_tokens)
     local = cfg.batch_size // dist.world
-    has_extra = "extra_negative" in rows[0]
-    retriever.train()
-    bar = tqdm(total=steps, initial=start, desc=f"train {expert}", disable=not dist.main, unit="step")
+    step_fn = Step(model, loss_fn, opt, sched, params, dist, cfg.use_hard_negatives, cfg.max_grad_norm)
+    model.train()
+    bar = tqdm(total=steps, initial=start, desc=f"train {expert}", disable=not dist.main, unit="step",
+               mininterval=5)
     for step in range(start, steps):
         t0 = time.perf_counter()
-        batch = [rows[i] for i in order[step][dist.rank * local : (dist.rank + 1) * local]]
-        q = retriever.tokenize([retriever.text.query(r["query"], r["instruction"]) for r in batch],
-                               cfg.format.max_query_tokens)
-        docs = [r["positive"] for r in batch]
-        if cfg.use_hard_negatives:
-            docs += [r["negative"] for r in batch]
-        if has_extra and cfg.use_hard_negatives:
-            docs += [r["extra_negative"] for r in batch]
-        d = retriever.tokenize([retriever.text.passage(t) for t in docs], cfg.format.max_passage_tokens)
-        qe = retriever(**q)
-        de = retriever(**d).split(len(batch))
-        loss = loss_fn(qe, *de)
-        opt.zero_grad(set_to_none=False)
-        loss.backward()
-        _sync_grads(params, dist)
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        tokens = int(q["attention_mask"].sum() + d["attention_mask"].sum()) * dist.world
+        value, tokens = step_fn([rows[i] for i in order[step][dist.rank * local : (dist.rank + 1) * local]])
         dt = time.perf_counter() - t0
-        value = loss.detach()
-        if dist.world > 1:  # log the global-batch loss: the mean of the per-process means
-            torch.distributed.all_reduce(value)
-            value = value / dist.world
-        value = value.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"training {expert}: loss is {value} at step {step + 1}")
         history.append({"step": step + 1, "loss": round(value, 6), "lr": sched.get_last_lr()[0],
                         "tokens_per_s": round(tokens / dt, 1)})
-        bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens / dt:.0f}")
+        bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens / dt:.0f}", refresh=False)
         bar.update(1)
         done = step + 1
         if dist.main and (done % cfg.checkpoint_every == 0) and done < steps:
-            _save_checkpoint(ckpt, retriever, opt, sched, done, history, fingerprint)
+            _save_checkpoint(ckpt, model, opt, sched, done, history, fingerprint)
         if interrupt_after is not None and done >= interrupt_after:
             raise Interrupted(f"interrupted after step {done}")
     bar.close()
+    model.eval()
     record = {
         "expert": expert,
         "backbone": cfg.backbone,
-        "backbone_path": resolve_model(cfg.backbone),
+        "retriever": R.describe(model),
         "variant": cfg.variant,
         "steps": steps,
         "world_size": dist.world,
@@ -260,9 +292,7 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
     }
     if dist.main:
         with atomic_path(out_dir / "adapter") as tmp:
-            retriever.model.save_pretrained(tmp)
-            retriever.tokenizer.save_pretrained(tmp)
-            write_json(tmp / "stm_retriever.json", retriever_record(cfg))
+            R.save(model, tmp)
         write_json(out_dir / "train_log.json", history)
         write_json(out_dir / "train_record.json", record)
         if ckpt.exists():
@@ -270,9 +300,3 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
     if dist.world > 1:
         torch.distributed.barrier()
     return record
-
-
-def retriever_record(cfg: TrainingConfig) -> dict:
-    """What a loader needs to embed exactly like training: saved next to every adapter and export."""
-    return {"backbone": cfg.backbone, "backbone_path": resolve_model(cfg.backbone),
-            "bidirectional": cfg.bidirectional, "format": cfg.format.model_dump(), "dtype": cfg.dtype}

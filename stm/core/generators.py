@@ -53,7 +53,7 @@ class LocalGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from stm.data.assets import resolve_model
+        from stm.core.assets import resolve_model
 
         self.cfg = cfg
         path = resolve_model(cfg.model)

@@ -1,7 +1,10 @@
-"""Evaluation tasks from a registry: embedded PubMed tasks, any local BEIR folder, or MTEB task names.
+"""Every task, declared once: the embedded PubMed tasks, the paper's MTEB tasks and dev sets, local BEIR folders.
 
-Every task carries the query instruction used at test time. For the paper's 12 MTEB tasks these are
-the per-task instructions of the authors' evaluation config (digest section 5.2).
+The data stage writes the embedded tasks' folders from :data:`EMBEDDED_TASKS`; evaluation, prompt
+optimization and merge search read them through :func:`resolve`. Every task carries the query
+instruction used at test time (for the paper's 12 MTEB tasks, the per-task instructions of the
+authors' evaluation config, digest section 5.2), and :meth:`TaskSpec.metadata` gives its mteb
+``TaskMetadata``: mteb's own for registry tasks, one built here for local folders.
 """
 
 from __future__ import annotations
@@ -11,8 +14,39 @@ from functools import lru_cache
 from pathlib import Path
 
 from stm import paths
-from stm.data.beir import read_beir, read_meta
-from stm.data.build import TASKS as EMBEDDED_TASKS
+from stm.core.beir import read_beir, read_meta
+from stm.io import tree_hash
+
+
+SPLIT_INSTRUCTIONS = {
+    "med_real": "Given the title of a biomedical article, retrieve the abstract of that article",
+    "med_synth": "Given a biomedical question, retrieve PubMed abstracts that answer the question",
+    "search": "Given a keyword search query, retrieve relevant biomedical abstracts",
+    "nlu": "Given a scientific claim, retrieve the abstract that supports the claim",
+}
+
+EMBEDDED_TASKS = {
+    "pubmed-keywords": {
+        "instruction": "Given keywords from a biomedical article, retrieve the abstract of the article",
+        "echoes": "keyword search (Search expert's domain)",
+        "group": "medical",
+    },
+    "pubmed-claims": {
+        "instruction": "Given a scientific claim, retrieve documents that support or refute the claim",
+        "echoes": "SciFact",
+        "group": "medical",
+    },
+    "pubmed-covid": {
+        "instruction": "Given a query on COVID-19, retrieve documents that answer the query",
+        "echoes": "TREC-COVID",
+        "group": "medical",
+    },
+    "pubmed-mesh": {
+        "instruction": "Given a question, retrieve relevant documents that best answer the question",
+        "echoes": "NFCorpus (graded relevance)",
+        "group": "medical",
+    },
+}
 
 
 class TaskError(ValueError):
@@ -54,6 +88,10 @@ class TaskSpec:
     split: str
     folder: Path | None = None
 
+    def metadata(self):
+        """The task's mteb ``TaskMetadata``, with our instruction as its query prompt."""
+        return to_mteb(self).metadata
+
     def record(self) -> dict:
         rec = {"name": self.name, "kind": self.kind, "group": self.group, "instruction": self.instruction,
                "split": self.split}
@@ -65,8 +103,6 @@ class TaskSpec:
 # Merge search evaluates the same dev folders once per candidate: read and hash each folder once per process.
 @lru_cache(maxsize=None)
 def _data_hash(folder: Path) -> str:
-    from stm.io import tree_hash
-
     return tree_hash(folder)
 
 

