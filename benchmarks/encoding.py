@@ -11,7 +11,7 @@ import torch
 
 from common import peak_rss_mb, save
 from stm import paths
-from stm.data.beir import read_beir
+from stm.core.beir import read_beir
 from stm.paths import setup_environment
 
 

@@ -71,14 +71,14 @@ class DataConfig(Strict):
     source: Literal["pubmed", "bmretriever"] = "pubmed"
     seed: int = 13
     split_sizes: dict[str, int] = Field(
-        default={"med_real": 1200, "med_synth": 600, "search": 1200, "nlu": 1200},
+        default={"med_real": 1200, "med_synth": 400, "search": 1200, "nlu": 1200},
         description="Triples per expert split.",
     )
     miner: Literal["bm25", "minilm"] = "bm25"
     mine_top_k: int = Field(default=30, ge=2)
     dev_rows: int = Field(default=100, ge=0, description="Rows per split held out (splits_dev/) for prompt optimization.")
-    max_passage_words: int = Field(default=180, ge=20)
-    eval: EvalSetConfig = EvalSetConfig()
+    max_passage_words: int = Field(default=120, ge=20)
+    eval: EvalSetConfig = EvalSetConfig(corpus_size=300, test_queries=100, dev_queries=40)
     med_synth_generator: GenerationConfig = GenerationConfig(max_new_tokens=32, temperature=0.0, style="completion",
                                                              batch_size=16)
     bmretriever_path: str | None = Field(
@@ -140,12 +140,12 @@ class EvaluationConfig(Strict):
 
 # -------------------------------------------------------------------------------------- synthesis
 class SynthesisConfig(Strict):
-    generator: GenerationConfig = GenerationConfig(max_new_tokens=96)
-    splits: list[str] = list(SPLIT_NAMES)
-    rows_per_split: int | None = Field(default=None, ge=1, description="Cap on rows to rewrite (None: all).")
+    generator: GenerationConfig = GenerationConfig(max_new_tokens=96, style="completion", batch_size=16)
+    splits: list[str] = ["search"]
+    rows_per_split: int | None = Field(default=320, ge=1, description="Cap on rows to rewrite (None: all).")
     mode: Literal["replace", "add"] = "replace"
     min_words: int = Field(default=12, ge=1)
-    max_words: int = Field(default=250, ge=2)
+    max_words: int = Field(default=200, ge=2)
     max_similarity: float = Field(default=0.85, gt=0, le=1, description="Reject near-copies above this ratio.")
 
     @model_validator(mode="after")
@@ -167,10 +167,10 @@ class PromptsConfig(Strict):
     optimizer: Literal["none", "gp", "gepa"] = "gp"
     gp_sizes: list[int] = [10, 20, 50, 100]
     gp_size: int = Field(default=10, ge=1, description="Pool size used by the PO variant.")
-    gp_max_words: int = Field(default=60, ge=5, description="Longest generic prompt kept (its first sentence).")
+    gp_max_words: int = Field(default=20, ge=5, description="Longest generic prompt kept (its first sentence).")
     splits: list[str] = list(SPLIT_NAMES)
-    generator: GenerationConfig = GenerationConfig(max_new_tokens=48, temperature=1.0)
-    gepa: GepaConfig = GepaConfig()
+    generator: GenerationConfig = GenerationConfig(max_new_tokens=48, temperature=1.0, style="chat", batch_size=16)
+    gepa: GepaConfig = GepaConfig(max_metric_calls=24, train_examples=20)
     seed: int = 13
 
     @model_validator(mode="after")
@@ -193,11 +193,11 @@ class TrainingConfig(Strict):
     variant: Literal["ft", "shn", "po", "shn_po"] = "ft"
     po_pool: int | None = Field(default=None, ge=1, description="PO from the GP-N pool of this size (Table 10); None: prompts/selected.json.")
     lora: LoraSettings = LoraSettings()
-    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
+    learning_rate: float = Field(default=3e-4, gt=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
-    warmup_steps: int = Field(default=10, ge=0)
-    batch_size: int = Field(default=16, ge=2, description="Global batch (triples per step).")
-    max_steps: int | None = Field(default=60, ge=1, description="None: one epoch.")
+    warmup_steps: int = Field(default=5, ge=0)
+    batch_size: int = Field(default=8, ge=2, description="Global batch (triples per step).")
+    max_steps: int | None = Field(default=40, ge=1, description="None: one epoch.")
     epochs: float = Field(default=1.0, gt=0)
     max_train_rows: int | None = Field(default=None, ge=2, description="Subsample a split (Figure 4).")
     train_file: str | None = Field(default=None, description="Train on this triple file instead of the expert's split.")
@@ -212,16 +212,18 @@ class TrainingConfig(Strict):
     bidirectional: bool = False
     gradient_checkpointing: bool = False
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
-    checkpoint_every: int = Field(default=20, ge=1)
+    checkpoint_every: int = Field(default=10, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int = 13
-    format: FormatConfig = FormatConfig()
+    format: FormatConfig = FormatConfig(pooling="mean", include_prompt=False, max_query_tokens=48,
+                                        max_passage_tokens=128, query_template="{instruction}\nQuery:\n{query}",
+                                        passage_template="Represent this passage\npassage:\n{passage}")
 
 
 # ---------------------------------------------------------------------------------------- merging
 class MergeSearchConfig(Strict):
     strategy: Literal["grid", "random", "cmaes"] = "grid"
-    budget: int = Field(default=24, ge=1, description="Candidates scored per method.")
+    budget: int = Field(default=10, ge=1, description="Candidates scored per method.")
     alphas: list[float] = [round(0.1 * i, 1) for i in range(10)]
     densities: list[float] = [round(0.1 * i, 1) for i in range(1, 10)]
     ndcg_weight: float = Field(
@@ -242,7 +244,7 @@ class MergingConfig(Strict):
     experts: list[str] = list(SPLIT_NAMES)
     dev_tasks: list[str] | None = Field(default=None, description="None: the evaluation tasks' dev splits.")
     search: MergeSearchConfig = MergeSearchConfig()
-    budgets: dict[str, int] = Field(default={}, description="Per-method budget overrides (mergekit-scored methods are slow).")
+    budgets: dict[str, int] = Field(default={"ties": 4}, description="Per-method budget overrides (mergekit-scored methods are slow).")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     @field_validator("experts")

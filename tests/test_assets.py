@@ -74,7 +74,9 @@ def test_resolve_model_paths_hub_ids_and_missing_assets(tmp_path, tiny_model):
 
 def test_hub_path_loads_through_from_pretrained_with_a_local_stand_in(tiny_model):
     """The paper profile's loader is from_pretrained on whatever resolve_model returns; a local folder stands in."""
-    from stm.training.model import load_backbone
+    from stm.config import FormatConfig
+    from stm.core import retriever as R
 
-    model, tok = load_backbone(resolve_model(str(tiny_model)), "float32")
-    assert tok("a")["input_ids"][-1] == tok.eos_token_id and model.config.hidden_size == 32
+    model = R.build(resolve_model(str(tiny_model)), FormatConfig())
+    tok = R.tokenizer(model)
+    assert tok("a")["input_ids"][-1] == tok.eos_token_id and model.get_sentence_embedding_dimension() == 32

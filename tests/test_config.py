@@ -28,7 +28,7 @@ def test_profile_overrides_apply_and_defaults_stay(tmp_path):
     ("training:\n  batch_size: many\n", "training.batch_size"),              # wrong type
     ("training:\n  temperature: -1\n", "training.temperature"),              # impossible value
     ("training:\n  lora: {r: 0}\n", "training.lora.r"),                      # nested
-    ("training:\n  experts: [med_real, cardiology]\n", "training.experts"),  # unknown expert
+    ("merging:\n  experts: [med_real, cardiology]\n", "merging.experts"),  # unknown expert
     ("merging:\n  search: {alphas: [0.1, 1.5]}\n", "merging.search.alphas"),
     ("data:\n  split_sizes: {med_real: -3}\n", "data.split_sizes"),
     ("training:\n  profiles:\n    smoke: {dtype: float8}\n", "training.dtype"),
@@ -59,5 +59,50 @@ def test_missing_params_file_is_named(tmp_path):
 
 
 def test_format_templates_must_have_placeholders():
-    with pytest.raises(ConfigError, match="evaluation.format.query_template"):
-        config.validate("evaluation", {"format": {"query_template": "{instruction}"}})
+    with pytest.raises(ConfigError, match="training.format.query_template"):
+        config.validate("training", {"format": {"query_template": "{instruction}"}})
+
+
+def _fields(model, prefix=""):
+    """(dotted key, default, nested model or None) of every field of a config model."""
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        nested = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        yield f"{prefix}{name}", field.default, nested
+        if nested is not None:
+            yield from _fields(nested, f"{prefix}{name}.")
+
+
+def test_params_yaml_is_the_one_source_of_defaults():
+    """A typed default that disagrees with params.yaml's embedded value is a second source of truth."""
+    import yaml
+
+    from stm import paths
+
+    raw = yaml.safe_load(paths.PARAMS.read_text())
+
+    def diff(given, default, key):
+        if isinstance(given, dict) and isinstance(default, dict) and not key.endswith(("split_sizes", "budgets")):
+            return [d for k, v in given.items() for d in diff(v, default.get(k, KeyError), f"{key}.{k}")]
+        return [] if given == default else [f"{key}: params.yaml {given!r}, stm/config.py {default!r}"]
+
+    wrong = []
+    for group, model in config.GROUPS.items():
+        section = {k: v for k, v in (raw.get(group) or {}).items() if k != "profiles"}
+        wrong += diff(section, model().model_dump(mode="json"), group)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_config_key_is_read_by_some_code():
+    """A key no stage reads is dead: it records a setting that moves nothing."""
+    import re
+
+    from stm import paths
+
+    code = "\n".join(p.read_text() for p in (paths.ROOT / "stm").rglob("*.py") if p.name != "config.py")
+    code += "\n".join(p.read_text() for p in (paths.ROOT / "notebooks").glob("*.ipynb"))
+    dead = [f"{group}.{key}" for group, model in config.GROUPS.items() for key, _, _ in _fields(model)
+            if not re.search(rf"\.{key.split('.')[-1]}\b", code)]
+    assert not dead, f"config keys that no code reads: {dead}"

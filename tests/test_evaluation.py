@@ -2,10 +2,9 @@ import pytest
 
 from stm.config import FormatConfig
 from stm.core.beir import write_beir
-from stm.evaluation.encoders import DecoderEncoder
-from stm.evaluation.harness import averages, evaluate
-from stm.evaluation.tasks import PAPER_TASKS, TaskError, resolve
-from stm.training.model import Retriever, load_backbone
+from stm.core import retriever as R
+from stm.core.evaluation import Encoder, _is_query, _meta, averages, evaluate
+from stm.core.tasks import PAPER_TASKS, TaskError, resolve, to_mteb
 
 
 @pytest.fixture()
@@ -18,14 +17,13 @@ def beir_folder(tmp_path, texts):
 
 
 def test_local_beir_folder_evaluates_through_mteb_and_records_what_moves_numbers(tiny_model, beir_folder):
-    model, tok = load_backbone(str(tiny_model), "float32")
-    enc = DecoderEncoder(Retriever(model, tok, FormatConfig()), "tiny", {"revision": "r1"})
+    enc = Encoder(R.build(str(tiny_model), FormatConfig()), "tiny", revision="r1")
     result = evaluate(enc, [str(beir_folder)], "test", {"name": "tiny", "pooling": "lasttoken"})
     scores = result["scores"]["MyTask"]
     assert 0.0 <= scores["ndcg_at_10"] <= 1.0 and 0.0 <= scores["recall_at_10"] <= 1.0
     assert result["tasks"]["MyTask"]["instruction"] == "Find the document"
     assert len(result["tasks"]["MyTask"]["data_hash"]) == 16
-    assert enc.instructions_seen["MyTask"] == "Find the document"
+    assert enc.instructions_seen["MyTask"] == "Find the document\nQuery: "  # the model's template, filled
     assert result["averages"]["all"] == scores["ndcg_at_10"]
 
 
@@ -34,15 +32,16 @@ def test_a_perfect_encoder_scores_one(beir_folder):
     import numpy as np
 
     from stm.core.beir import read_beir
-    from stm.evaluation.encoders import _CosineMixin, _meta, _is_query
-
     data = read_beir(beir_folder)
     docs = sorted(data.corpus)
     text_to_doc = {t: d for d, t in data.corpus.items()}
     best = {data.queries[q]: max(rel, key=rel.get) for q, rel in data.qrels.items()}
 
-    class Oracle(_CosineMixin):
+    class Oracle(Encoder):
         mteb_model_meta = _meta("oracle", None)
+
+        def __init__(self):
+            pass
 
         def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kw):
             texts = [t for b in inputs for t in b["text"]]
@@ -67,8 +66,6 @@ def test_task_registry_resolution_and_errors(tmp_path):
 
 
 def test_mteb_task_gets_the_paper_instruction_without_download():
-    from stm.evaluation.tasks import to_mteb
-
     task = to_mteb(resolve("TRECCOVID"))
     assert task.metadata.prompt["query"] == "Given a query on COVID-19, retrieve documents that answer the query"
 
@@ -79,10 +76,19 @@ def test_averages_follow_the_paper_groups():
     assert avg == {"medical": 0.3, "general": 0.9, "all": 0.5}
 
 
-def test_bare_backbone_is_evaluated_with_the_configured_format(tiny_model):
-    from stm.config import EvaluationConfig
-    from stm.evaluation.run import decoder_encoder
+def test_task_metadata_is_mtebs_own_with_our_instruction(tmp_path, beir_folder):
+    meta = resolve("SciFact").metadata()
+    assert meta.name == "SciFact" and meta.prompt["query"] == PAPER_TASKS["SciFact"][1]
+    local = resolve(str(beir_folder)).metadata()
+    assert local.name == "MyTask" and local.eval_splits == ["test"] and local.prompt["query"] == "Find the document"
 
-    cfg = EvaluationConfig(dtype="float32", format={"pooling": "mean", "max_passage_tokens": 40})
-    enc, record = decoder_encoder(str(tiny_model), cfg, "bare")
-    assert enc.retriever.fmt.pooling == "mean" and record["format"]["max_passage_tokens"] == 40
+
+def test_bare_backbone_is_evaluated_with_the_training_format(tiny_model, beir_folder):
+    from stm.config import EvaluationConfig
+    from stm.core.evaluation import score_model
+
+    fmt = FormatConfig(pooling="mean", max_passage_tokens=40)
+    r = score_model(R.build(str(tiny_model), fmt), EvaluationConfig(dtype="float32"), "bare",
+                    [resolve(str(beir_folder))], "test")
+    assert r["model"]["pooling"] == "mean" and r["model"]["document_length"] == 40
+    assert r["model"]["prompts"]["document"] == "Represent this passage\npassage: "

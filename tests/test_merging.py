@@ -4,9 +4,9 @@ import torch
 from stm.config import MergeSearchConfig
 from stm.merging.inmemory import DeltaMerger, coefficients
 from stm.merging.methods import MergeError, mergekit_config, run_mergekit
-from stm.merging.run import save_full_model
+from stm.merging.run import base_path, merged_retriever, save_full_model
 from stm.merging.search import STRATEGIES, search
-from stm.training.export import load_retriever
+from stm.core import retriever as R
 from stm.training.train import train
 from test_training import tiny_cfg
 
@@ -28,10 +28,9 @@ def experts(tiny_model, tmp_path_factory):
         cfg = tiny_cfg(tiny_model, max_steps=4, seed=k)
         train(cfg, split, root / split, processed)
         adapters.append(root / split / "adapter")
-    record = __import__("json").loads((adapters[0] / "stm_retriever.json").read_text())
     for split, a in zip(("med_real", "search"), adapters):
-        full.append(save_full_model(a, root / "full" / split, record))
-    base = save_full_model(record["backbone_path"], root / "full" / "base", record)
+        full.append(save_full_model(a, root / "full" / split, adapters[0]))
+    base = save_full_model(base_path(adapters[0]), root / "full" / "base", adapters[0])
     random.seed(0)
     return adapters, full, base, root
 
@@ -44,22 +43,19 @@ def test_inmemory_merge_equals_mergekit(experts, method, weights):
     adapters, full, base, root = experts
     cfg = mergekit_config(method, full, weights, base)
     out = run_mergekit(cfg, root / f"mk-{method}")
-    (out / "stm_retriever.json").write_text((full[0] / "stm_retriever.json").read_text())
-    merged, _ = load_retriever(out, dtype="float32")
+    merged = merged_retriever(adapters[0], out, "float32")
     mem = DeltaMerger(adapters, "float32").apply(coefficients(method, weights))
-    a, b = merged.encode(PROBE, 32), mem.encode(PROBE, 32)
+    a, b = R.encode(merged, PROBE, R.DOCUMENT), R.encode(mem, PROBE, R.DOCUMENT)
     assert (a - b).abs().max() < 1e-5
     # and the merge is not trivially one of the experts
-    e0, _ = load_retriever(full[0], dtype="float32")
-    assert (e0.encode(PROBE, 32) - a).abs().max() > 1e-4
+    e0 = R.load(adapters[0], "float32")
+    assert (R.encode(e0, PROBE, R.DOCUMENT) - a).abs().max() > 1e-4
 
 
 def test_ties_merge_runs_and_is_finite(experts):
     adapters, full, base, root = experts
     out = run_mergekit(mergekit_config("ties", full, [0.5, 0.5], base, [0.5, 0.7]), root / "mk-ties")
-    (out / "stm_retriever.json").write_text((full[0] / "stm_retriever.json").read_text())
-    merged, _ = load_retriever(out, dtype="float32")
-    emb = merged.encode(PROBE, 32)
+    emb = R.encode(merged_retriever(adapters[0], out, "float32"), PROBE, R.DOCUMENT)
     assert emb.isfinite().all()
 
 
@@ -84,8 +80,8 @@ def test_experts_with_different_bases_are_refused(experts, tmp_path):
 
     other = tmp_path / "other"
     shutil.copytree(full[1], other)
-    rec = json.loads((other / "stm_retriever.json").read_text()) | {"backbone_path": "/elsewhere"}
-    (other / "stm_retriever.json").write_text(json.dumps(rec))
+    rec = json.loads((other / "merge_source.json").read_text()) | {"backbone_path": "/elsewhere"}
+    (other / "merge_source.json").write_text(json.dumps(rec))
     with pytest.raises(MergeError, match="different base"):
         mergekit_config("linear", [full[0], other], [0.5, 0.5], base)
 
@@ -152,12 +148,11 @@ def test_full_model_folders_are_reused_only_for_the_same_adapter(experts):
     adapters, full, base, root = experts
     weights = full[0] / "model.safetensors"
     before = weights.stat().st_mtime_ns
-    record = json.loads((adapters[0] / "stm_retriever.json").read_text())
-    assert save_full_model(adapters[0], full[0], record) == full[0]
+    assert save_full_model(adapters[0], full[0], adapters[0]) == full[0]
     assert weights.stat().st_mtime_ns == before  # same source: not rebuilt
-    out = save_full_model(adapters[1], full[0], record)  # another expert into the same folder: rebuilt
+    out = save_full_model(adapters[1], full[0], adapters[0])  # another expert into the same folder: rebuilt
     assert sha256_file(out / "model.safetensors") == sha256_file(full[1] / "model.safetensors")
-    save_full_model(adapters[0], full[0], record)  # put it back for the other tests
+    save_full_model(adapters[0], full[0], adapters[0])  # put it back for the other tests
 
 
 def test_recorded_mergekit_configs_do_not_name_this_machine(experts, monkeypatch, tmp_path):
@@ -200,6 +195,15 @@ def test_merge_stage_rerun_reuses_every_cached_score(experts, texts, tmp_path):
     assert b["seconds_per_candidate"] == a["seconds_per_candidate"] > 0  # from the cache, not lost
     assert not (tmp_path / ".merged-inputs").exists()
     assert json.loads((tmp_path / "merging.json").read_text())["methods"]["linear"]["candidates_reused"] == 3
+    # the shipped merge is a sentence-transformers folder that reproduces its recorded test scores as a user loads it
+    from sentence_transformers import SentenceTransformer
+
+    from stm.core.evaluation import Encoder, evaluate
+
+    user = SentenceTransformer(str(tmp_path / "merged" / "linear"), device="cpu")
+    again_scores = evaluate(Encoder(user, "user"), [str(folder)], "test")["scores"]
+    assert again_scores == a["test"]["scores"]
+    assert a["inmemory_vs_mergekit_max_abs_diff"] < 1e-4
 
 
 @pytest.mark.parametrize("method", ["linear", "ties"])
@@ -210,9 +214,8 @@ def test_bf16_scratch_inputs_give_the_same_bf16_merge(experts, tmp_path, method)
     from safetensors.torch import load_file
 
     adapters, full, base, root = experts
-    record = json.loads((adapters[0] / "stm_retriever.json").read_text())
-    half = [save_full_model(a, tmp_path / f"half-{i}", record, "bfloat16") for i, a in enumerate(adapters)]
-    half_base = save_full_model(record["backbone_path"], tmp_path / "half-base", record, "bfloat16")
+    half = [save_full_model(a, tmp_path / f"half-{i}", adapters[0], "bfloat16") for i, a in enumerate(adapters)]
+    half_base = save_full_model(base_path(adapters[0]), tmp_path / "half-base", adapters[0], "bfloat16")
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
     assert size(half[0]) < 0.6 * size(full[0])
     weights, densities = [0.6, 0.5], [0.5, 0.7]

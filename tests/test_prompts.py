@@ -4,7 +4,7 @@ import pytest
 
 from stm.config import PromptsConfig
 from stm.prompts import optimizers
-from stm.training.model import Retriever, load_backbone
+from stm.core import retriever as R
 from stm.config import FormatConfig
 
 
@@ -63,11 +63,10 @@ def test_gepa_runs_through_the_library_on_dev_rows_and_saves_history(tiny_model,
     monkeypatch.setattr(gepa_adapter.paths, "PROCESSED", processed)
     monkeypatch.setattr(gepa_adapter, "build_generator", lambda cfg: FakeGenerator(
         ["```\nRetrieve the abstract whose findings support the given claim about patients.\n```"]))
-    model, tok = load_backbone(str(tiny_model), "float32")
-    retriever = Retriever(model, tok, FormatConfig(max_query_tokens=16, max_passage_tokens=24))
+    retriever = R.build(str(tiny_model), FormatConfig(max_query_tokens=16, max_passage_tokens=24))
     cfg = PromptsConfig(optimizer="gepa", gepa={"budget": "light", "max_metric_calls": 30, "train_examples": 6,
                                                "reflection_minibatch_size": 2})
-    best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, retriever=retriever)
+    best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, retriever)
     assert history and all(0.0 <= h["val_score"] <= 1.0 for h in history)
     assert history[0]["instruction"] == gepa_adapter.SPLIT_INSTRUCTIONS["nlu"]  # the seed candidate
     assert best in [h["instruction"] for h in history]

@@ -24,7 +24,9 @@ def test_training_reduces_loss_and_writes_records(tiny_model, processed, tmp_pat
     assert len(log) == 12
     assert sum(h["loss"] for h in log[-3:]) < sum(h["loss"] for h in log[:3])
     assert rec["data"]["files"] and rec["data"]["rows"] == 24
-    assert (tmp_path / "run" / "adapter" / "stm_retriever.json").exists()
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / "run" / "adapter" / "modules.json").exists()  # a sentence-transformers folder
+    assert rec["retriever"]["adapter"] is True and not rec["retriever"]["model"].startswith("/work")
     assert not checkpoint_dir(tmp_path / "run").exists()
 
 
@@ -137,11 +139,11 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
 
 def test_query_truncation_is_measured_and_recorded(tiny_model, processed, tmp_path):
     from stm.training.data import load_rows
-    from stm.training.train import build_retriever, query_truncation
+    from stm.training.train import build_model, query_truncation
 
     cfg = tiny_cfg(tiny_model)
     rows, _ = load_rows(cfg, "nlu", processed)
-    retriever = build_retriever(cfg, torch.device("cpu"))
+    retriever = build_model(cfg)
     assert query_truncation(retriever, rows, 512, 0) == 0.0
     assert query_truncation(retriever, rows, 4, 0) == 1.0
     long = [r | {"instruction": "retrieve " * 40} for r in rows[:10]] + rows[10:]

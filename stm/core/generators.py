@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from stm.config import GenerationConfig
+from stm.core.assets import resolve_model
 from stm.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ class LocalGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from stm.core.assets import resolve_model
 
         self.cfg = cfg
         path = resolve_model(cfg.model)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from stm.core.assets import asset_dir
 from stm.registry import Registry
 
 
@@ -35,7 +36,6 @@ def minilm_topk(corpus: Sequence[str], queries: Sequence[str], k: int) -> np.nda
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from stm.core.assets import asset_dir
 
     model = SentenceTransformer(str(asset_dir("minilm")), device="cpu")
     c = model.encode(list(corpus), convert_to_tensor=True, normalize_embeddings=True, batch_size=64)

@@ -1,0 +1,154 @@
+"""The package's walls: layers with one direction, no import hidden in a function, DVC deps that match the code."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "stm"
+CORE = {"stm", "stm.config", "stm.io", "stm.paths", "stm.registry", "stm.core"}
+STAGES = ["stm.data", "stm.synthesis", "stm.prompts", "stm.training", "stm.merging", "stm.figures"]
+TOP = {"stm.__main__", "stm.notebooks"}  # the CLI: may import anything, lazily (start-up time)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def layer(mod: str) -> int | None:
+    """-1 for the core, the stage's index for a stage, None for the CLI."""
+    if mod in TOP:
+        return None
+    if mod in CORE or mod.startswith("stm.core."):
+        return -1
+    for i, stage in enumerate(STAGES):
+        if mod == stage or mod.startswith(stage + "."):
+            return i
+    raise AssertionError(f"{mod}: in no layer; add it to the core or a stage")
+
+
+def stm_imports(tree: ast.AST, module: str, top_level_only: bool = False) -> set[str]:
+    """Modules of stm imported by a module (resolved to existing modules: ``from stm.x import y`` may name a module)."""
+    out = set()
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "stm"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "stm":
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in MODULES}
+    return {m for m in out if m in MODULES}
+
+
+def parse(mod: str) -> ast.AST:
+    return ast.parse(MODULES[mod].read_text())
+
+
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if m not in TOP))
+def test_each_module_imports_only_the_core_and_earlier_stages(mod):
+    own = layer(mod)
+    for dep in stm_imports(parse(mod), mod):
+        dep_layer = layer(dep)
+        assert dep_layer is not None, f"{mod} imports the CLI {dep}"
+        assert dep_layer <= own, f"{mod} (layer {own}) imports the later {dep} (layer {dep_layer})"
+        if own == -1:
+            assert dep_layer == -1, f"core module {mod} imports stage {dep}"
+
+
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if m not in TOP))
+def test_no_stm_import_hides_inside_a_function(mod):
+    tree = parse(mod)
+    assert stm_imports(tree, mod) == stm_imports(tree, mod, top_level_only=True), (
+        f"{mod} imports stm modules inside a function; import them at the top (a cycle would show there)")
+
+
+def test_a_layer_import_fails_without_a_hidden_cycle():
+    """The layer check fails on a stage that imports a later one (the test above is not vacuous)."""
+    tree = ast.parse("from stm.merging.run import run\n")
+    assert layer("stm.data.build") < max(layer(d) for d in stm_imports(tree, "stm.data.build"))
+
+
+@pytest.mark.parametrize("first", STAGES)
+def test_stages_import_in_any_order(first):
+    order = [first, *reversed([s for s in STAGES if s != first])]
+    code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in order)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------------------- DVC
+def closure(mods: set[str]) -> set[str]:
+    """Every stm module reached from ``mods``, with the packages on the way (their ``__init__``)."""
+    seen: set[str] = set()
+    todo = list(mods)
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in MODULES:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        if m != "stm.__main__":  # the CLI's own imports are per command: cli_modules
+            todo += stm_imports(parse(m), m)
+    return seen
+
+
+def cli_modules(command: str) -> set[str]:
+    """The modules one ``python -m stm <command>`` runs: the CLI and what its handler imports."""
+    tree = parse("stm.__main__")
+    handler = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == f"_cmd_{command}")
+    top = stm_imports(ast.Module(body=[n for n in tree.body if not isinstance(n, ast.FunctionDef)], type_ignores=[]),
+                      "stm.__main__")
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    return {"stm.__main__"} | top | stm_imports(handler, "stm.__main__") | stm_imports(main, "stm.__main__")
+
+
+def notebook_modules(name: str) -> set[str]:
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    return stm_imports(ast.parse(code), "notebook")
+
+
+def stage_modules(cmd: str) -> set[str]:
+    args = cmd.split()
+    assert args[:3] == ["python", "-m", "stm"], cmd
+    mods = cli_modules(args[3])
+    if args[3] == "notebook":
+        mods |= notebook_modules(args[4])
+    return closure(mods)
+
+
+def dvc_stages() -> dict[str, dict]:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for name, st in stages.items():
+        body = st.get("do", st)
+        out[name] = {"cmd": body["cmd"].replace("${item}", "0").replace("${item.size}", "0")
+                     .replace("${item.seed}", "0"), "deps": [d.replace("${item}", "x") for d in body.get("deps", [])]}
+    return out
+
+
+@pytest.mark.parametrize("stage", sorted(dvc_stages()))
+def test_every_module_a_stage_runs_is_a_dvc_dependency(stage):
+    st = dvc_stages()[stage]
+    deps = [ROOT / d for d in st["deps"]]
+    missing = []
+    for mod in sorted(stage_modules(st["cmd"])):
+        f = MODULES[mod]
+        if not any(f == d or d in f.parents for d in deps):
+            missing.append(str(f.relative_to(ROOT)))
+    assert not missing, f"dvc.yaml stage {stage!r} runs these files but does not depend on them: {missing}"
+
+
+def test_the_dvc_check_sees_a_missing_dependency():
+    mods = stage_modules("python -m stm notebook 04_merge")
+    assert "stm.core.evaluation" in mods and "stm.merging.run" in mods and "stm.config" in mods
