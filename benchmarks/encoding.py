@@ -7,7 +7,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
 
 from common import peak_rss_mb, save
 from stm import paths
@@ -18,28 +17,22 @@ from stm.paths import setup_environment
 def main():
     setup_environment()
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(paths.MERGED / "linear-sentence-transformers"))
+    ap.add_argument("--model", default=str(paths.MERGED / "linear"))
     ap.add_argument("--n", type=int, default=256)
     args = ap.parse_args()
-    from sentence_transformers import SentenceTransformer
-
-    from stm.training.export import load_retriever
+    from stm.core import retriever as R
 
     corpus = list(read_beir(paths.TASKS / "test" / "pubmed-mesh", "test").corpus.values())[: args.n]
-    retriever, _ = load_retriever(Path(args.model), dtype="bfloat16")
-    texts = [retriever.text.passage(t) for t in corpus]
-    t = time.perf_counter()
-    ours = retriever.encode(texts, retriever.fmt.max_passage_tokens, batch_size=32)
-    t_ours = time.perf_counter() - t
-    st = SentenceTransformer(args.model, device="cpu")
-    t = time.perf_counter()
-    ref = st.encode(corpus, prompt_name="passage", batch_size=32, convert_to_tensor=True)
-    t_st = time.perf_counter() - t
-    cos = torch.nn.functional.cosine_similarity(ours, ref.float(), dim=-1)
-    save("encoding", {"model": args.model, "passages": len(texts), "ours_passages_per_s": round(len(texts) / t_ours, 1),
-                      "sentence_transformers_passages_per_s": round(len(texts) / t_st, 1),
-                      "speedup": round(t_st / t_ours, 2), "min_cosine_ours_vs_st": round(float(cos.min()), 4),
-                      "peak_rss_mb": round(peak_rss_mb())})
+    out = {"model": str(Path(args.model).relative_to(paths.ROOT)) if Path(args.model).is_absolute() else args.model,
+           "passages": len(corpus), "dtypes": {}}
+    for dtype in ("bfloat16", "float32"):
+        model = R.load(args.model, dtype)
+        R.encode(model, corpus[:8], R.DOCUMENT)  # warm-up
+        t = time.perf_counter()
+        R.encode(model, corpus, R.DOCUMENT, batch_size=32)
+        out["dtypes"][dtype] = {"passages_per_s": round(len(corpus) / (time.perf_counter() - t), 1)}
+    out["peak_rss_mb"] = round(peak_rss_mb())
+    save("encoding", out)
 
 
 if __name__ == "__main__":

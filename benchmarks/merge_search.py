@@ -15,16 +15,13 @@ import time
 
 from common import save
 from stm import config, paths
-from stm.evaluation.encoders import DecoderEncoder
-from stm.evaluation.harness import evaluate
-from stm.evaluation.run import dev_score, task_specs
+from stm.core.evaluation import Encoder, dev_score, evaluate, task_specs
 from stm.merging.inmemory import DeltaMerger, coefficients
 from stm.merging.methods import mergekit_config, run_mergekit
-from stm.merging.run import save_full_model
+from stm.merging.run import merged_retriever, save_full_model
 from stm.merging.search import search
 from stm.merging.stage import expert_adapters
 from stm.paths import setup_environment
-from stm.training.export import load_retriever
 
 
 def main():
@@ -41,7 +38,7 @@ def main():
 
     def score(c):
         r = merger.apply(coefficients("linear", c.weights))
-        return dev_score(evaluate(DecoderEncoder(r, "candidate"), dev, "dev"), mcfg.search.ndcg_weight)
+        return dev_score(evaluate(Encoder(r, "candidate"), dev, "dev"), mcfg.search.ndcg_weight)
 
     t = time.perf_counter()
     grid = search("grid", score, len(names), mcfg.search.model_copy(update={"budget": args.grid, "seed": 99}), False)
@@ -54,14 +51,13 @@ def main():
         hit = next((i + 1 for i, h in enumerate(hist) if h["score"] >= target - 0.005), None)
         out["strategies"][strategy] = {"best": max(h["score"] for h in hist), "evaluations_to_within_0.005": hit}
     # one candidate the slow way: mergekit writes a model, we reload and score it
-    record = merger.record
+    template = adapters[names[0]]
     tmp = paths.ARTIFACTS / "bench-merge"
-    full = [save_full_model(adapters[n], tmp / "experts" / n, record) for n in names]
+    full = [save_full_model(adapters[n], tmp / "experts" / n, template) for n in names]
     t = time.perf_counter()
     run_mergekit(mergekit_config("linear", full, [0.5] * len(names), None), tmp / "out")
-    (tmp / "out" / "stm_retriever.json").write_text((full[0] / "stm_retriever.json").read_text())
-    retr, _ = load_retriever(tmp / "out", dtype=ecfg.dtype)
-    dev_score(evaluate(DecoderEncoder(retr, "mk"), dev, "dev"), mcfg.search.ndcg_weight)
+    retr = merged_retriever(template, tmp / "out", ecfg.dtype)
+    dev_score(evaluate(Encoder(retr, "mk"), dev, "dev"), mcfg.search.ndcg_weight)
     out["seconds_per_candidate_mergekit"] = round(time.perf_counter() - t, 2)
     out["speedup_in_memory"] = round(out["seconds_per_candidate_mergekit"] / per_inmem, 2)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -25,23 +25,25 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from peft import get_peft_model
+from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModel
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from common import matmul_peak_tflops, save  # noqa: E402
+from tiny import make_model  # noqa: E402
 
 from stm import config  # noqa: E402
+from stm.core import retriever as R  # noqa: E402
 from stm.training.loss import InfoNCE  # noqa: E402
-from stm.training.model import Retriever, set_bidirectional  # noqa: E402
-from stm.training.train import add_lora, lora_config  # noqa: E402
+from stm.training.train import Dist, Step  # noqa: E402
 
 # Published configs (the models' config.json on the hub), shape-relevant fields only.
 SHAPES = {
@@ -96,14 +98,20 @@ def plain_step(model, opt, b: int, vocab: int, device) -> int:
     return b * (Q_LEN + 2 * P_LEN)
 
 
-def ours_step(retriever, opt, loss_fn, b: int, vocab: int, device) -> int:
-    qe = retriever(**batch(b, Q_LEN, vocab, device))
-    de = retriever(**batch(2 * b, P_LEN, vocab, device)).split(b)
-    loss = loss_fn(qe, *de)
-    opt.zero_grad(set_to_none=False)
-    loss.backward()
-    opt.step()
+def ours_step(model, step: Step, b: int, vocab: int, device) -> int:
+    """The training stage's own update (``Step.update``) on the retriever's own forward (``R.embed``)."""
+    qe = R.embed(model, batch(b, Q_LEN, vocab, device))
+    de = R.embed(model, batch(2 * b, P_LEN, vocab, device)).split(b)
+    step.update(qe, list(de))
     return b * (Q_LEN + 2 * P_LEN)
+
+
+def retriever_over(decoder: torch.nn.Module, cfg, device) -> "R.SentenceTransformer":
+    """The training stage's retriever (pooling, bidirectional switch) over a random-weight decoder of the shape:
+    the tokenizer is irrelevant here (inputs are token ids), so a tiny one stands in."""
+    shell = make_model(Path(tempfile.mkdtemp()) / "shell")
+    model = R.build(str(shell), cfg.format, "bfloat16", cfg.bidirectional, device=device)
+    return R.with_decoder(model, decoder)
 
 
 def measure(shape: str, path: str, b: int, args, device) -> dict:
@@ -111,17 +119,20 @@ def measure(shape: str, path: str, b: int, args, device) -> dict:
     model = build(shape, device, args.tiny)
     vocab = model.config.vocab_size
     n_params = non_embedding_params(model)
-    if path == "ours":
-        model = add_lora(set_bidirectional(model, cfg.bidirectional), cfg)  # the training stage's own setup
+    if path == "ours":  # the training stage's own setup: retriever, LoRA, optimizer, step
+        model = R.add_lora(retriever_over(model, cfg, device), cfg.lora, cfg.seed,
+                           gradient_checkpointing=cfg.gradient_checkpointing)
     else:
         torch.manual_seed(cfg.seed)
-        model = get_peft_model(model, lora_config(cfg))
+        model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                                                 target_modules=cfg.lora.target_modules))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     if path == "ours":
-        retriever = Retriever(model, SimpleNamespace(padding_side=cfg.format.padding_side), cfg.format)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
         loss_fn = InfoNCE(cfg.temperature, cfg.hard_negatives_in_denominator)
-        step = partial(ours_step, retriever, opt, loss_fn, b, vocab, device)
+        step = partial(ours_step, model, Step(model, loss_fn, opt, sched, params, Dist(), True, cfg.max_grad_norm),
+                       b, vocab, device)
     else:
         step = partial(plain_step, model, opt, b, vocab, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -36,7 +36,7 @@ BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must n
     ("profile: smoke\nmerging:\n  methods: [soup]\n", {}, ["merge"], "merging.methods"),
     ("profile: smoke\nprompts:\n  optimizer: magic\n", {}, ["prompts"], "prompts.optimizer"),
     ("profile: smoke\nevaluation:\n  tasks: [NotATask]\n", {}, ["baselines"], "unknown task 'NotATask'"),
-    ("profile: smoke\n", {}, ["synthesize"], "splits/med_real.jsonl: file not found"),
+    ("profile: smoke\n", {}, ["synthesize"], "splits/search.jsonl: file not found"),
     ("profile: smoke\n", {}, ["merge"], "expert adapters missing"),
     ("profile: smoke\n", {"data/processed/splits/nlu.jsonl": ""}, ["train", "--expert", "nlu"], "nlu.jsonl: no triples"),
     ("profile: smoke\n", {"data/processed/splits/nlu.jsonl": '{"id": "a", "split": "nlu"}\n{oops\n'},

@@ -203,6 +203,12 @@ class Step:
         """Forward, InfoNCE, backward, all-reduce, clip, optimizer and scheduler step: (global loss, tokens)."""
         qe, q_tokens = self.embed_queries(batch)
         de, d_tokens = self.embed_documents(batch)
+        return self.update(qe, de), (q_tokens + d_tokens) * self.dist.world
+
+    def update(self, qe: torch.Tensor, de: list[torch.Tensor]) -> float:
+        """InfoNCE on embeddings, backward, all-reduce, clip, optimizer and scheduler step; returns the global loss.
+
+        ``benchmarks/train_gpu.py`` calls this with embeddings of random token batches."""
         loss = self.loss_fn(qe, *de)
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
@@ -215,8 +221,7 @@ class Step:
         if self.dist.world > 1:  # log the global-batch loss: the mean of the per-process means
             torch.distributed.all_reduce(value)
             value = value / self.dist.world
-        tokens = (q_tokens + d_tokens) * self.dist.world
-        return value.item(), tokens
+        return value.item()
 
 
 class Interrupted(RuntimeError):
