@@ -37,11 +37,9 @@ def test_a_perfect_encoder_scores_one(beir_folder):
     text_to_doc = {t: d for d, t in data.corpus.items()}
     best = {data.queries[q]: max(rel, key=rel.get) for q, rel in data.qrels.items()}
 
-    class Oracle(Encoder):
+    class Oracle:
         mteb_model_meta = _meta("oracle", None)
-
-        def __init__(self):
-            pass
+        similarity, similarity_pairwise = Encoder.similarity, Encoder.similarity_pairwise
 
         def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kw):
             texts = [t for b in inputs for t in b["text"]]
@@ -92,3 +90,35 @@ def test_bare_backbone_is_evaluated_with_the_training_format(tiny_model, beir_fo
                     [resolve(str(beir_folder))], "test")
     assert r["model"]["pooling"] == "mean" and r["model"]["document_length"] == 40
     assert r["model"]["prompts"]["document"] == "Represent this passage\npassage: "
+
+
+def test_per_query_ndcg_averages_to_mtebs_number(tiny_model, beir_folder):
+    """The per-query scores the report bootstraps are mteb's own metric, query by query (graded qrels included)."""
+    enc = Encoder(R.build(str(tiny_model), FormatConfig()), "tiny")
+    result = evaluate(enc, [str(beir_folder)], "test")
+    per_query = result["per_query_ndcg_at_10"]["MyTask"]
+    assert sorted(per_query) == ["q0", "q1", "q2"]
+    assert abs(sum(per_query.values()) / 3 - result["scores"]["MyTask"]["ndcg_at_10"]) < 1e-4
+
+
+def test_paired_bootstrap_verdicts():
+    """Clearly better, clearly worse and equal-in-distribution models get the three verdicts."""
+    import numpy as np
+
+    from stm.figures.claims import bootstrap_mean, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    base = {f"q{i}": float(v) for i, v in enumerate(rng.uniform(0.2, 0.6, 200))}
+
+    def rec(shift):
+        return {"per_query_ndcg_at_10": {"t1": {q: v + shift for q, v in base.items()},
+                                         "t2": {q: v + shift for q, v in base.items()}}}
+
+    noisy = {"per_query_ndcg_at_10": {t: {q: v + float(rng.normal(0, 0.2)) for q, v in base.items()}
+                                      for t in ("t1", "t2")}}
+    assert paired_bootstrap(rec(0.05), rec(0.0))["verdict"] == "holds"
+    assert paired_bootstrap(rec(0.0), rec(0.05))["verdict"] == "does not hold"
+    assert paired_bootstrap(noisy, rec(0.0))["verdict"] == "inconclusive"
+    assert paired_bootstrap(rec(0.0), {"scores": {}}) is None
+    mean, lo, hi = bootstrap_mean(rec(0.0))
+    assert lo < mean < hi

@@ -14,6 +14,7 @@ optimization and the baselines all score through it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from stm import paths
 from stm.config import EvaluationConfig, dump
 from stm.core import retriever as R
 from stm.core.assets import asset_dir
-from stm.core.tasks import TaskSpec, resolve, to_mteb
+from stm.core.tasks import TaskSpec, read_task, resolve, to_mteb
 from stm.io import environment_record, write_json
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Encoder:
         self.mteb_model_meta = _meta(name, revision)
         self._cache: dict[tuple[str, str | None, str], np.ndarray] = {}
         self.instructions_seen: dict[str, str] = {}
+        self.prompts_used: dict[tuple[str, str], str | None] = {}  # (task, kind) -> prompt: the cache key
 
     def prompt_for(self, task_metadata) -> str | None:
         """A task's query prompt: the model's prompt of that name, else the model's template with the task's instruction."""
@@ -72,6 +74,7 @@ class Encoder:
         prompt = self.prompt_for(task_metadata) if kind == R.QUERY else (None if self.use_prompts else "")
         if kind == R.QUERY and prompt is not None:
             self.instructions_seen[task_metadata.name] = prompt
+        self.prompts_used[(task_metadata.name, kind)] = prompt
         todo = sorted({t for t in texts if (kind, prompt, t) not in self._cache})
         if todo:
             if self.use_prompts:
@@ -82,6 +85,11 @@ class Encoder:
             self._cache.update({(kind, prompt, t): e for t, e in zip(todo, emb, strict=True)})
         return np.stack([self._cache[(kind, prompt, t)] for t in texts])
 
+    def embeddings(self, task: str, kind: str, texts: Sequence[str]) -> np.ndarray:
+        """The cached embeddings of texts that mteb had this encoder embed for ``task``."""
+        prompt = self.prompts_used[(task, kind)]
+        return np.stack([self._cache[(kind, prompt, t)] for t in texts])
+
     def similarity(self, a, b):
         a, b = F.normalize(torch.as_tensor(a).float(), dim=-1), F.normalize(torch.as_tensor(b).float(), dim=-1)
         return a @ b.T
@@ -89,6 +97,27 @@ class Encoder:
     def similarity_pairwise(self, a, b):
         a, b = F.normalize(torch.as_tensor(a).float(), dim=-1), F.normalize(torch.as_tensor(b).float(), dim=-1)
         return (a * b).sum(-1)
+
+
+def per_query_ndcg(encoder: Encoder, spec: TaskSpec, k: int = 10) -> dict[str, float]:
+    """nDCG@k of each query of a local task, from the embeddings mteb just had ``encoder`` compute.
+
+    Cosine ranking and trec_eval's linear-gain nDCG, as mteb computes it: the mean over queries equals mteb's
+    ``ndcg_at_10`` (tested). These are what the paired bootstrap of the report resamples."""
+    data = read_task(spec)
+    qids, dids = list(data.queries), list(data.corpus)
+    q = F.normalize(torch.as_tensor(encoder.embeddings(spec.name, R.QUERY, [data.queries[i] for i in qids])).float(), dim=-1)
+    d = F.normalize(torch.as_tensor(encoder.embeddings(spec.name, R.DOCUMENT, [data.corpus[i] for i in dids])).float(),
+                    dim=-1)
+    top = (q @ d.T).topk(min(k, len(dids)), dim=1).indices.tolist()
+    out = {}
+    for qid, ranked in zip(qids, top, strict=True):
+        rel = data.qrels.get(qid, {})
+        dcg = sum(rel.get(dids[j], 0) / math.log2(i + 2) for i, j in enumerate(ranked))
+        ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted((g for g in rel.values() if g > 0),
+                                                                      reverse=True)[:k]))
+        out[qid] = round(dcg / ideal, 6) if ideal > 0 else 0.0
+    return out
 
 
 def averages(scores: dict[str, dict[str, float]], groups: dict[str, str], metric: str = "ndcg_at_10") -> dict:
@@ -106,7 +135,7 @@ def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", mode
     import mteb
 
     specs = [t if isinstance(t, TaskSpec) else resolve(t, split, task_root) for t in tasks]
-    scores = {}
+    scores, per_query = {}, {}
     for spec in specs:
         result = mteb.evaluate(encoder, to_mteb(spec), cache=None, show_progress_bar=False,
                                overwrite_strategy="always")
@@ -114,6 +143,8 @@ def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", mode
         # mteb reports one entry per hf_subset; average them (one for every embedded task)
         scores[spec.name] = {m: round(sum(s[m] for s in split_scores) / len(split_scores), 5) for m in METRICS}
         log.info("%s %s: nDCG@10 %.4f", encoder.mteb_model_meta.name, spec.name, scores[spec.name]["ndcg_at_10"])
+        if isinstance(encoder, Encoder) and spec.folder is not None:
+            per_query[spec.name] = per_query_ndcg(encoder, spec)
     groups = {s.name: s.group for s in specs}
     return {
         "model": model_record or {"name": encoder.mteb_model_meta.name},
@@ -122,6 +153,7 @@ def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", mode
         "scores": scores,
         "averages": averages(scores, groups),
         "recall_averages": averages(scores, groups, "recall_at_10"),
+        "per_query_ndcg_at_10": per_query,
         "environment": environment_record() | {"mteb": mteb.__version__},
     }
 

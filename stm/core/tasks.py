@@ -111,6 +111,11 @@ def _read(folder: Path, split: str):
     return read_beir(folder, split)
 
 
+def read_task(spec: "TaskSpec"):
+    """The corpus, queries and qrels of a local task (read once per process)."""
+    return _read(spec.folder, spec.split)
+
+
 def resolve(spec: str, split: str = "test", root: Path | None = None) -> TaskSpec:
     """Map a task string to a :class:`TaskSpec`; an unknown name fails listing what is known."""
     root = Path(root or paths.TASKS)

@@ -1,0 +1,112 @@
+"""The paper's claims, judged on our results with their uncertainty: holds, does not hold, or inconclusive.
+
+A comparison of two models is a paired bootstrap over queries: queries are resampled within each task (the
+same draw for both models), the statistic is the difference of the task-averaged nDCG@10, and the verdict
+reads the 95% interval: above zero "holds", below zero "does not hold", across zero "inconclusive at this
+scale". The per-query scores are mteb's nDCG@10, query by query (``per_query_ndcg_at_10`` in every record).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from stm.figures.results import ablation_records, model_records
+
+if TYPE_CHECKING:
+    import pandas
+
+N_BOOT, SEED = 10_000, 13
+EXPERTS = ("Med-Real", "Med-Synth", "Search", "NLU")
+
+
+def _aligned(a: dict, b: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    pa, pb = a.get("per_query_ndcg_at_10") or {}, b.get("per_query_ndcg_at_10") or {}
+    out = []
+    for task in sorted(set(pa) & set(pb)):
+        qids = sorted(set(pa[task]) & set(pb[task]))
+        out.append((np.array([pa[task][q] for q in qids]), np.array([pb[task][q] for q in qids])))
+    return out
+
+
+def bootstrap_mean(record: dict, n: int = N_BOOT, seed: int = SEED) -> tuple[float, float, float] | None:
+    """(task-averaged nDCG@10, 2.5% and 97.5% bootstrap percentiles) of one model, or None without per-query scores."""
+    tasks = _aligned(record, record)
+    if not tasks:
+        return None
+    rng = np.random.default_rng(seed)
+    boots = sum(a[rng.integers(0, len(a), (n, len(a)))].mean(1) for a, _ in tasks) / len(tasks)
+    return float(np.mean([a.mean() for a, _ in tasks])), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def paired_bootstrap(a: dict, b: dict, n: int = N_BOOT, seed: int = SEED) -> dict | None:
+    """Mean difference a - b of task-averaged nDCG@10, its 95% interval and the verdict; None if not comparable."""
+    tasks = _aligned(a, b)
+    if not tasks:
+        return None
+    rng = np.random.default_rng(seed)
+    boots = np.zeros(n)
+    for x, y in tasks:
+        idx = rng.integers(0, len(x), (n, len(x)))
+        boots += (x[idx].mean(1) - y[idx].mean(1)) / len(tasks)
+    diff = float(np.mean([x.mean() - y.mean() for x, y in tasks]))
+    lo, hi = float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+    verdict = "holds" if lo > 0 else "does not hold" if hi < 0 else "inconclusive"
+    return {"diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "verdict": verdict,
+            "queries": int(sum(len(x) for x, _ in tasks))}
+
+
+def _row(claim: str, a_name: str, a: dict | None, b_name: str, b: dict | None, negate: bool = False) -> dict:
+    """One claim 'a > b' (or, with ``negate``, the paper's claim that a is *not* better than b)."""
+    test = paired_bootstrap(a, b) if a is not None and b is not None else None
+    if test is None:
+        return {"claim": claim, "compared": f"{a_name} vs {b_name}", "verdict": "not measured (no per-query scores)"}
+    verdict = test["verdict"]
+    if negate:  # the paper says a does not beat b: that holds unless a is significantly better
+        verdict = {"holds": "does not hold", "does not hold": "holds", "inconclusive": "inconclusive"}[verdict]
+    return {"claim": claim, "compared": f"{a_name} vs {b_name}", "diff": test["diff"], "ci95": test["ci95"],
+            "verdict": verdict, "queries": test["queries"]}
+
+
+def main_line_claims(results=None) -> list[dict]:
+    """The main line's claims (Figure 2, Table 6): merges vs experts and FT-all, Linear vs TIES, dropped experts."""
+    recs = model_records(results)
+    merges = {k: v for k, v in recs.items() if k.startswith("STM ")}
+    experts = {k: recs[k] for k in EXPERTS if k in recs}
+    rows = []
+    if experts:
+        best = max(experts, key=lambda k: experts[k]["averages"]["all"])
+        for m, r in merges.items():
+            rows.append(_row("merged > best expert", m, r, best, experts[best]))
+            rows.append(_row("merged > FT-all", m, r, "FT-all", recs.get("FT-all")))
+        for e, r in experts.items():
+            rows.append(_row("expert > untrained backbone", e, r, "untrained backbone", recs.get("untrained backbone")))
+    if {"STM linear", "STM ties"} <= set(merges):
+        rows.append(_row("Linear >= TIES", "STM linear", merges["STM linear"], "STM ties", merges["STM ties"]))
+    if merges:
+        best_merge = max(merges, key=lambda k: merges[k]["merge"]["score"])  # chosen on dev, not test
+        weights = merges[best_merge]["merge"]["weights"]
+        dropped = [e for e, w in zip(EXPERTS, weights, strict=False) if w == 0]
+        rows.append({"claim": "the best merge drops an expert", "compared": f"{best_merge} (best on dev)",
+                     "verdict": "holds" if dropped else "does not hold",
+                     "detail": f"weights {weights}" + (f", drops {dropped}" if dropped else "")})
+    return rows
+
+
+def ablation_claims() -> list[dict]:
+    """Table 4 (SHN, PO vs FT) and Figure 3 (pre-training) on the ablation cells."""
+    variants = {r["model"]["train"]["variant"]: r for r in ablation_records("variant").values()}
+    pre = {k.removeprefix("pretrain_"): v for k, v in ablation_records("pretrain").items()}
+    return [
+        _row("SHN >= FT", "SHN", variants.get("shn"), "FT", variants.get("ft")),
+        _row("PO >= FT", "PO", variants.get("po"), "FT", variants.get("ft")),
+        _row("pre-training does not help (PT+FT not above FT)", "PT+FT", pre.get("pt_ft"), "FT", pre.get("ft"),
+             negate=True),
+    ]
+
+
+def claims_table(results=None) -> "pandas.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame(main_line_claims(results) + ablation_claims())

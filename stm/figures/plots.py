@@ -1,0 +1,198 @@
+"""Figures: ours beside the paper's reported numbers, each written under a name that says what it shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stm import paths
+from stm.figures.claims import bootstrap_mean
+from stm.figures.results import (BASELINE_LABELS, EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records,
+                                 main_table, model_records, paper)
+from stm.io import read_json
+
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, name: str, dpi: int = 120) -> Path:
+    paths.FIGURES.mkdir(parents=True, exist_ok=True)
+    out = paths.FIGURES / name
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    _plt().close(fig)
+    return out
+
+
+def merged_vs_experts(dpi: int = 120) -> Path:
+    """Figure 2 / Table 6 analogue: experts, FT-all and every merge that ran (ours, with 95% bootstrap intervals over
+    queries, BM25 and MiniLM as lines) beside the paper's three backbones."""
+    plt = _plt()
+    p = paper()
+    recs = model_records()
+    ours = [n for n in ("untrained backbone", *(EXPERT_LABELS[e] for e in EXPERT_LABELS)) if n in recs]
+    ours += sorted(n for n in recs if n.startswith("STM "))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
+    color = {"untrained backbone": "#bdbdbd", "FT-all": "#fdae6b"}
+    for i, n in enumerate(ours):
+        avg = recs[n]["averages"]["all"]
+        ci = bootstrap_mean(recs[n])
+        err = [[avg - ci[1]], [ci[2] - avg]] if ci else None
+        axes[0].bar(i, avg, yerr=err, capsize=3, color=color.get(n, "#31a354" if n.startswith("STM") else "#9ecae1"))
+        axes[0].text(i, avg, f"{avg:.3f}", ha="center", va="bottom", fontsize=8)
+    for name, style in (("BM25", "--"), ("all-MiniLM-L6-v2", ":")):
+        if name in recs:
+            axes[0].axhline(recs[name]["averages"]["all"], color="#636363", linestyle=style,
+                            label=f"{name} {recs[name]['averages']['all']:.3f}")
+    axes[0].set_xticks(range(len(ours)), ours, rotation=30, ha="right")
+    axes[0].set_title("ours: SmolLM2-135M, embedded PubMed tasks (95% bootstrap CI)")
+    axes[0].set_ylabel("avg nDCG@10 (test)")
+    axes[0].legend(fontsize=8, loc="upper left")
+    labels, best, ft, lin = [], [], [], []
+    for b, vals in p["table6_merges"].items():
+        labels.append(PAPER_BACKBONE_LABELS[b])
+        best.append(vals["best_expert"]["all"])
+        ft.append(vals["ft_all"]["all"])
+        lin.append(vals["linear"]["all"])
+    x = range(len(labels))
+    for k, (series, name, c) in enumerate(((best, "best expert", "#9ecae1"), (ft, "FT-all", "#fdae6b"),
+                                           (lin, "STM linear", "#31a354"))):
+        axes[1].bar([i + (k - 1) * 0.27 for i in x], series, width=0.27, label=name, color=c)
+    axes[1].set_xticks(list(x), labels)
+    axes[1].set_ylim(0.5, 0.67)
+    axes[1].set_title(f"paper (Table 6), 12 MTEB tasks\n{p['citation']}", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "merged_vs_experts.png", dpi)
+
+
+def merge_weights(dpi: int = 120) -> Path:
+    """Figure 5 analogue: the chosen merge weights per expert (ours) beside the paper's reconstruction."""
+    plt = _plt()
+    p = paper()["figure5_merge_weights"]
+    report = read_json(paths.RESULTS / "merging.json")
+    experts = report["experts"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    methods = list(report["methods"])
+    for k, m in enumerate(methods):
+        w = report["methods"][m]["chosen"]["weights"]
+        axes[0].bar([i + (k - 0.5) * 0.38 for i in range(len(experts))], w, width=0.38, label=m)
+    axes[0].set_xticks(range(len(experts)), [EXPERT_LABELS.get(e, e) for e in experts])
+    axes[0].set_title("ours: weights chosen on dev tasks")
+    axes[0].legend(fontsize=8)
+    width = 0.13
+    for j, b in enumerate(PAPER_BACKBONE_LABELS):
+        for k, m in enumerate(("linear", "ties")):
+            off = (j * 2 + k - 2.5) * width
+            axes[1].bar([i + off for i in range(4)], p[b][m], width=width, label=f"{PAPER_BACKBONE_LABELS[b]} {m}")
+    axes[1].set_xticks(range(4), [EXPERT_LABELS[e] for e in p["experts"]])
+    axes[1].set_title("paper (Figure 5, reconstructed)", fontsize=9)
+    axes[1].legend(fontsize=6, ncol=2)
+    return _save(fig, "merge_weights.png", dpi)
+
+
+def _not_run(ax, kind: str) -> None:
+    ax.text(0.5, 0.5, f"no {kind} cells run on this profile yet\n(dvc repro ablate_{kind})", ha="center", va="center",
+            transform=ax.transAxes, fontsize=9, color="gray")
+
+
+def variants_figure(dpi: int = 120) -> Path:
+    """Table 4 analogue: one expert trained FT / SHN / PO / SHN+PO."""
+    plt = _plt()
+    recs = ablation_records("variant")
+    p = paper()["table4_experts"]
+    ours = {r["model"]["train"]["variant"]: r["averages"]["all"] for r in recs.values()}
+    order = [v for v in ("ft", "shn", "po", "shn_po") if v in ours]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    axes[0].bar([v.upper().replace("_", "+") for v in order], [ours[v] for v in order], color="#6baed6")
+    if not recs:
+        _not_run(axes[0], "variant")
+    expert = next(iter(recs.values()))["model"]["train"]["expert"] if recs else "search"
+    axes[0].set_title(f"ours: {EXPERT_LABELS.get(expert, expert)} expert")
+    axes[0].set_ylabel("avg nDCG@10")
+    for j, b in enumerate(PAPER_BACKBONE_LABELS):
+        vals = [p[b][v].get(expert, p[b][v]["avg"]) for v in ("ft", "shn", "po", "shn_po")]
+        axes[1].plot(["FT", "SHN", "PO", "SHN+PO"], vals, marker="o", label=PAPER_BACKBONE_LABELS[b])
+    axes[1].set_title(f"paper (Table 4), {EXPERT_LABELS.get(expert, expert)} expert", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "expert_variants.png", dpi)
+
+
+def training_size_figure(dpi: int = 120) -> Path:
+    """Figure 4 analogue: FT on subsets of the union, mean and spread over seeds."""
+    import statistics
+
+    plt = _plt()
+    recs = ablation_records("size")
+    by_size: dict[int, list[float]] = {}
+    for r in recs.values():
+        by_size.setdefault(r["model"]["train"]["data"]["rows"], []).append(r["averages"]["all"])
+    sizes = sorted(by_size)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    means = [statistics.mean(by_size[s]) for s in sizes]
+    sds = [statistics.pstdev(by_size[s]) for s in sizes]
+    if sizes:
+        axes[0].errorbar(sizes, means, yerr=sds, marker="o", capsize=3)
+        axes[0].set_xscale("log")
+    else:
+        _not_run(axes[0], "size")
+    axes[0].set_xlabel("training rows")
+    axes[0].set_ylabel("avg nDCG@10")
+    axes[0].set_title(f"ours: FT-all on subsets ({len(next(iter(by_size.values()), []))} seeds)")
+    p = paper()["figure4_training_size"]
+    for b, label in PAPER_BACKBONE_LABELS.items():
+        axes[1].plot(p["sizes"], p[b], marker="o", label=label)
+    axes[1].set_xscale("log")
+    axes[1].set_title("paper (Figure 4), mean of 3 runs", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "training_size.png", dpi)
+
+
+def prompt_pools_figure(dpi: int = 120) -> Path:
+    """Table 10 analogue: the ablated expert trained with GP-N pools of each size."""
+    plt = _plt()
+    recs = ablation_records("po")
+    ours = sorted((r["model"]["train"]["data"]["prompts"]["optimizer"], r["averages"]["all"]) for r in recs.values())
+    ours.sort(key=lambda x: int(x[0][2:]) if x[0][2:].isdigit() else 0)
+    ft = [r["averages"]["all"] for r in ablation_records("variant").values() if r["model"]["train"]["variant"] == "ft"]
+    ours = [("ft", ft[0])] * bool(ft) + ours  # the same expert without PO, the reference the paper plots first
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    axes[0].bar([n for n, _ in ours], [v for _, v in ours], color="#9e9ac8")
+    if not ours:
+        _not_run(axes[0], "po")
+    axes[0].set_title("ours: expert trained with GP-N prompt pools")
+    p = paper()["table10_prompt_optimization"]
+    keys = ["ft_all", "gp10", "gp20", "gp50", "gp100", "gepa_light", "gepa_medium", "gepa_heavy"]
+    for b, label in PAPER_BACKBONE_LABELS.items():
+        axes[1].plot(keys, [p[b][k] for k in keys], marker="o", label=label)
+    axes[1].tick_params(axis="x", rotation=40)
+    axes[1].set_title("paper (Table 10), FT-all with each PO technique", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "prompt_pools.png", dpi)
+
+
+def pretraining_figure(dpi: int = 120) -> Path:
+    """Figure 3 analogue: contrastive pre-training (PT), PT then fine-tuning, and fine-tuning alone."""
+    plt = _plt()
+    recs = ablation_records("pretrain")
+    labels = {"pt": "PT", "pt_ft": "PT+FT", "ft": "FT"}
+    ours = {k.removeprefix("pretrain_"): r["averages"]["all"] for k, r in recs.items()}
+    order = [k for k in labels if k in ours]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    axes[0].bar([labels[k] for k in order], [ours[k] for k in order], color="#74c476")
+    if not recs:
+        _not_run(axes[0], "pretrain")
+    axes[0].set_title("ours: inverse-cloze PT on PubMed, FT on the union\n(same steps per stage: PT+FT trains twice as long)",
+                      fontsize=9)
+    axes[0].set_ylabel("avg nDCG@10")
+    p = paper()["figure3_pretraining"]
+    for b, label in PAPER_BACKBONE_LABELS.items():
+        axes[1].plot(list(labels.values()), [p[b][k] for k in labels], marker="o", label=label)
+    axes[1].set_title("paper (Figure 3): PT 10M, PT+FT 11.4M, FT 1.4M pairs", fontsize=9)
+    axes[1].legend(fontsize=8)
+    return _save(fig, "pretraining.png", dpi)

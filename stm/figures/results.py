@@ -1,0 +1,74 @@
+"""Our result records, and the paper's numbers (``data/paper_results.yaml``), as tables.
+
+The paper's numbers are averages over its 12 MTEB tasks with 0.6B-3.8B backbones; ours are averages over the
+embedded PubMed tasks with a 135M backbone, so the comparison is of patterns (which model wins), not values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from stm import paths
+from stm.io import read_json
+
+if TYPE_CHECKING:
+    import pandas
+
+PAPER_BACKBONE_LABELS = {"qwen3-0.6b": "Qwen3-0.6B", "gemma-2b": "Gemma-2B", "phi4-mini": "Phi4-mini"}
+EXPERT_LABELS = {"med_real": "Med-Real", "med_synth": "Med-Synth", "search": "Search", "nlu": "NLU", "all": "FT-all"}
+BASELINE_LABELS = {"bm25": "BM25", "minilm": "all-MiniLM-L6-v2"}
+
+
+def paper() -> dict:
+    return yaml.safe_load(paths.PAPER_RESULTS.read_text())
+
+
+def load_results(folder: Path | None = None) -> dict[str, dict]:
+    """{name: evaluation record} for every result JSON in a folder."""
+    folder = Path(folder or paths.RESULTS / "experts")
+    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))}
+
+
+def model_records(results: Path | None = None) -> dict[str, dict]:
+    """{label: evaluation record} of every main-line model: baselines, backbone, experts, FT-all, each merge."""
+    results = Path(results or paths.RESULTS)
+    rows = {}
+    if (results / "baselines.json").exists():
+        for name, r in read_json(results / "baselines.json")["baselines"].items():
+            rows[BASELINE_LABELS.get(name, name)] = r
+    if (results / "backbone.json").exists():
+        rows["untrained backbone"] = read_json(results / "backbone.json")
+    for name, r in load_results(results / "experts").items():
+        rows[EXPERT_LABELS.get(name, name)] = r
+    if (results / "merging.json").exists():
+        for method, entry in read_json(results / "merging.json")["methods"].items():
+            rows[f"STM {method}"] = entry["test"] | {"merge": entry["chosen"]}
+    return rows
+
+
+def main_table(results: Path | None = None) -> "pandas.DataFrame":
+    """nDCG@10 per embedded task and average: baselines, backbone, experts, FT-all, merges."""
+    import pandas as pd
+
+    table = {name: {**{t: s["ndcg_at_10"] for t, s in r["scores"].items()}, "avg": r["averages"]["all"]}
+             for name, r in model_records(results).items()}
+    return pd.DataFrame(table).T.round(3)
+
+
+def baselines_table() -> "pandas.DataFrame":
+    """Table 7 analogue: our baselines and models beside the paper's averages."""
+    import pandas as pd
+
+    ours = main_table()["avg"].rename("ours: avg nDCG@10 (embedded tasks)")
+    theirs = pd.Series({k: v["all"] for k, v in paper()["table7_baselines"].items()},
+                       name="paper: avg nDCG@10 (12 MTEB tasks)")
+    return pd.concat([ours, theirs], axis=1)
+
+
+def ablation_records(kind: str) -> dict[str, dict]:
+    return {k: v for k, v in load_results(paths.RESULTS / "ablations").items() if k.startswith(kind)}
+
+
