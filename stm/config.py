@@ -135,7 +135,7 @@ class EvaluationConfig(Strict):
     split: Literal["test", "dev"] = "test"
     baselines: list[Literal["bm25", "minilm"]] = ["bm25", "minilm"]
     batch_size: int = Field(default=32, ge=1)
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
 # -------------------------------------------------------------------------------------- synthesis
@@ -211,7 +211,7 @@ class TrainingConfig(Strict):
     gather_across_devices: bool = True
     bidirectional: bool = False
     gradient_checkpointing: bool = False
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    dtype: Literal["float32", "bfloat16"] = "float32"
     checkpoint_every: int = Field(default=10, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int = 13

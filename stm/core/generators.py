@@ -62,13 +62,16 @@ class LocalGenerator:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+        # bf16 on a GPU; float32 on a CPU, where bf16 is emulated unless the CPU has bf16 units (measured here, no
+        # AMX: batch of 16 SmolLM2 completions, 32 new tokens: 16.4 s in fp32, 30.2 s in bf16)
+        self.dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype)).eval()
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         self.chat = has_template if cfg.style == "auto" else cfg.style == "chat"
         self._torch = torch
 
     def settings(self) -> dict:
-        return _public_settings(self.cfg) | {"chat_template": self.chat}
+        return _public_settings(self.cfg) | {"chat_template": self.chat, "dtype": self.dtype}
 
     def _render(self, prompt: str) -> str:
         if not self.chat:
