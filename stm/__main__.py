@@ -98,6 +98,18 @@ def _cmd_backbone(args) -> None:
     print(r["scores"], r["averages"])
 
 
+def _cmd_tasks(args) -> None:
+    from stm import config
+    from stm.core.tasks import describe_tasks
+
+    ecfg, mcfg = config.load("evaluation", profile=args.profile), config.load("merging", profile=args.profile)
+    rows = describe_tasks(ecfg.tasks, "test") + describe_tasks(mcfg.dev_tasks or ecfg.tasks, "dev")
+    for r in rows:
+        where = ",".join(r.get("eval_splits") or [r["split"]])
+        subsets = ",".join(r.get("subsets") or []) or "-"
+        print(f"{r['role']:<5} {r['name']:<22} {r['group']:<8} splits={where:<24} subsets={subsets:<8} {r['instruction']}")
+
+
 def _cmd_notebook(args) -> None:
     from stm.notebooks import execute
 
@@ -132,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out")
     sub.add_parser("merge", help="search merge weights on dev, build merges, evaluate on test")
     sub.add_parser("backbone", help="evaluate the untrained backbone (the reference every expert must beat)")
+    tk = sub.add_parser("tasks", help="list a profile's test tasks and dev sets: splits, subsets, instruction")
+    tk.add_argument("--profile", default=None, help="embedded, smoke or paper (default: params.yaml's)")
     a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po (Table 10), "
                                       "pretrain (Figure 3: all three of its cells)")
     a.add_argument("kind", choices=["variant", "size", "po", "pretrain"])

@@ -71,7 +71,7 @@ class DataConfig(Strict):
     source: Literal["pubmed", "bmretriever"] = "pubmed"
     seed: int = 13
     split_sizes: dict[str, int] = Field(
-        default={"med_real": 1200, "med_synth": 400, "search": 1200, "nlu": 1200},
+        default={"med_real": 1200, "med_synth": 300, "search": 1200, "nlu": 1200},
         description="Triples per expert split.",
     )
     miner: Literal["bm25", "minilm"] = "bm25"
@@ -79,8 +79,9 @@ class DataConfig(Strict):
     dev_rows: int = Field(default=100, ge=0, description="Rows per split held out (splits_dev/) for prompt optimization.")
     max_passage_words: int = Field(default=120, ge=20)
     eval: EvalSetConfig = EvalSetConfig(corpus_size=300, test_queries=100, dev_queries=40)
-    med_synth_generator: GenerationConfig = GenerationConfig(max_new_tokens=32, temperature=0.0, style="completion",
+    med_synth_generator: GenerationConfig = GenerationConfig(max_new_tokens=24, temperature=0.0, style="completion",
                                                              batch_size=16)
+    med_synth_abstract_words: int = Field(default=80, ge=10, description="Abstract words shown to the question writer.")
     bmretriever_path: str | None = Field(
         default=None, description="paper profile: local ft_data.json, else the hub dataset is used."
     )
@@ -215,7 +216,7 @@ class TrainingConfig(Strict):
     checkpoint_every: int = Field(default=10, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int = 13
-    format: FormatConfig = FormatConfig(pooling="mean", include_prompt=False, max_query_tokens=48,
+    format: FormatConfig = FormatConfig(pooling="mean", include_prompt=False, max_query_tokens=64,
                                         max_passage_tokens=128, query_template="{instruction}\nQuery:\n{query}",
                                         passage_template="Represent this passage\npassage:\n{passage}")
 

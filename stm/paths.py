@@ -36,7 +36,7 @@ CACHE = ROOT / ".cache"  # HF home, MTEB cache, matplotlib config: kept inside t
 
 
 def setup_environment() -> None:
-    """Keep every tool's cache inside the project and the default path offline."""
+    """Keep every tool's cache inside the project; the hub stays reachable unless the user opts out."""
     for var, sub in {
         "HF_HOME": "hf",
         "MTEB_CACHE": "mteb",
@@ -47,7 +47,7 @@ def setup_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the paper profile unsets this to reach the hub
+    # HF_HUB_OFFLINE is left to the user: the paper profile reads the hub; ./run.sh sets it for the embedded path
     try:
         import transformers
 

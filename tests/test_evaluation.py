@@ -122,3 +122,40 @@ def test_paired_bootstrap_verdicts():
     assert paired_bootstrap(rec(0.0), {"scores": {}}) is None
     mean, lo, hi = bootstrap_mean(rec(0.0))
     assert lo < mean < hi
+
+
+PAPER_12 = ["FeedbackQARetrieval", "MedicalQARetrieval", "CUREv1", "PublicHealthQA", "NFCorpus", "TRECCOVID", "SciFact",
+            "SCIDOCS", "NanoFEVERRetrieval", "ArguAna", "NanoQuoraRetrieval", "FiQA2018"]
+
+
+@pytest.mark.parametrize("name", PAPER_12)
+def test_each_paper_task_is_scored_on_the_splits_mteb_gives_it(name):
+    """Offline, from mteb's metadata: NanoFEVER and NanoQuora have only train, CUREv1's splits are disciplines."""
+    import mteb
+
+    spec = resolve(name, "test")
+    assert list(spec.splits) == list(mteb.get_task(name).metadata.eval_splits)
+    task = to_mteb(spec)
+    assert list(task.metadata.eval_splits) == list(spec.splits)
+    if name in ("NanoFEVERRetrieval", "NanoQuoraRetrieval"):
+        assert spec.splits == ("train",)
+    if name == "CUREv1":
+        assert "dermatology" in spec.splits and spec.subsets == ("en",)
+
+
+@pytest.mark.parametrize("name", ["NFCorpus", "FiQA2018", "QuoraRetrieval", "DBPedia"])
+def test_dev_sets_use_their_official_dev_split(name):
+    spec = resolve(name, "dev")
+    assert spec.splits == ("dev",) and to_mteb(spec).metadata.eval_splits == ["dev"]
+
+
+def test_tasks_command_prints_the_paper_tasks_and_dev_sets():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "stm", "tasks", "--profile", "paper"], capture_output=True, text=True,
+                         check=True, timeout=300).stdout
+    lines = out.strip().splitlines()
+    assert len(lines) == 16
+    assert any(line.startswith("test") and "NanoFEVERRetrieval" in line and "splits=train" in line for line in lines)
+    assert any(line.startswith("dev") and "DBPedia" in line and "splits=dev" in line for line in lines)

@@ -58,3 +58,14 @@ def test_beir_roundtrip_and_errors(tmp_path):
     _write(folder / "corpus.jsonl", ['{"_id": "d1", "text": ""}'])
     with pytest.raises(DataError, match=r"corpus.jsonl:1: document 'd1' has no text"):
         read_beir(folder, "test")
+
+
+def test_setup_environment_leaves_the_hub_reachable():
+    """The paper profile reads the hub: setting up the environment must not force HF_HUB_OFFLINE (it did)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "HF_HUB_OFFLINE"}
+    code = "import os; from stm.paths import setup_environment; setup_environment(); print(os.environ.get('HF_HUB_OFFLINE'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "None"

@@ -223,3 +223,15 @@ def test_bf16_scratch_inputs_give_the_same_bf16_merge(experts, tmp_path, method)
     b = run_mergekit(mergekit_config(method, half, weights, half_base, densities, "bfloat16"), tmp_path / "from-bf16")
     ta, tb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_dare_ties_is_seeded_so_the_final_merge_is_the_scored_candidate(experts, tmp_path):
+    from safetensors.torch import load_file
+
+    adapters, full, base, root = experts
+    cfg = mergekit_config("dare_ties", full, [0.5, 0.5], base, [0.5, 0.5])
+    a = load_file(run_mergekit(cfg, tmp_path / "a", seed=3) / "model.safetensors")
+    b = load_file(run_mergekit(cfg, tmp_path / "b", seed=3) / "model.safetensors")
+    c = load_file(run_mergekit(cfg, tmp_path / "c", seed=4) / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)

@@ -139,8 +139,9 @@ def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", mode
     for spec in specs:
         result = mteb.evaluate(encoder, to_mteb(spec), cache=None, show_progress_bar=False,
                                overwrite_strategy="always")
-        split_scores = result.task_results[0].scores[spec.split]
-        # mteb reports one entry per hf_subset; average them (one for every embedded task)
+        # mteb reports one entry per split and hf_subset; average them all, as mteb's own task score does
+        # (one entry for every embedded task)
+        split_scores = [s for split in spec.splits for s in result.task_results[0].scores[split]]
         scores[spec.name] = {m: round(sum(s[m] for s in split_scores) / len(split_scores), 5) for m in METRICS}
         log.info("%s %s: nDCG@10 %.4f", encoder.mteb_model_meta.name, spec.name, scores[spec.name]["ndcg_at_10"])
         if isinstance(encoder, Encoder) and spec.folder is not None:

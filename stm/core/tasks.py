@@ -87,6 +87,12 @@ class TaskSpec:
     instruction: str
     split: str
     folder: Path | None = None
+    eval_splits: tuple[str, ...] = ()  # mteb tasks: every split mteb scores for ``split`` (CUREv1: its disciplines)
+    subsets: tuple[str, ...] | None = None
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return self.eval_splits or (self.split,)
 
     def metadata(self):
         """The task's mteb ``TaskMetadata``, with our instruction as its query prompt."""
@@ -95,6 +101,8 @@ class TaskSpec:
     def record(self) -> dict:
         rec = {"name": self.name, "kind": self.kind, "group": self.group, "instruction": self.instruction,
                "split": self.split}
+        if self.kind == "mteb":
+            rec |= {"eval_splits": list(self.splits), "subsets": list(self.subsets) if self.subsets else None}
         if self.folder is not None:
             rec["data_hash"] = _data_hash(self.folder)
         return rec
@@ -116,6 +124,21 @@ def read_task(spec: "TaskSpec"):
     return _read(spec.folder, spec.split)
 
 
+def mteb_splits(name: str, split: str) -> tuple[str, ...]:
+    """The splits mteb scores a task on: its metadata's ``eval_splits`` for the test role (NanoFEVER and NanoQuora
+    have only ``train``, CUREv1's are its disciplines), the official ``dev`` split for merge selection."""
+    import mteb
+
+    if split == "dev":
+        return ("dev",)
+    return tuple(mteb.get_task(name).metadata.eval_splits)
+
+
+def describe_tasks(names: list[str], split: str = "test") -> list[dict]:
+    """One row per task: group, the splits and subsets mteb scores, and the query instruction (offline)."""
+    return [resolve(n, split).record() | {"role": split} for n in names]
+
+
 def resolve(spec: str, split: str = "test", root: Path | None = None) -> TaskSpec:
     """Map a task string to a :class:`TaskSpec`; an unknown name fails listing what is known."""
     root = Path(root or paths.TASKS)
@@ -126,8 +149,9 @@ def resolve(spec: str, split: str = "test", root: Path | None = None) -> TaskSpe
         info = EMBEDDED_TASKS[spec]
         return TaskSpec(spec, "embedded", info["group"], info["instruction"], split, folder)
     if spec in PAPER_TASKS:
-        group, instruction, _ = PAPER_TASKS[spec]
-        return TaskSpec(spec, "mteb", group, instruction, split)
+        group, instruction, subsets = PAPER_TASKS[spec]
+        return TaskSpec(spec, "mteb", group, instruction, split, eval_splits=mteb_splits(spec, split),
+                        subsets=tuple(subsets) if subsets else None)
     folder = Path(spec)
     if folder.is_dir() and (folder / "corpus.jsonl").exists():
         meta = read_meta(folder)
@@ -144,8 +168,8 @@ def to_mteb(task: TaskSpec):
     import mteb
 
     if task.kind == "mteb":
-        _, _, subsets = PAPER_TASKS[task.name]
-        t = mteb.get_task(task.name, eval_splits=[task.split], hf_subsets=subsets)
+        t = mteb.get_task(task.name, eval_splits=list(task.splits),
+                          hf_subsets=list(task.subsets) if task.subsets else None)
         t.metadata = t.metadata.model_copy(update={"prompt": {"query": task.instruction}})
         return t
     return _local_task(task)

@@ -221,7 +221,7 @@ def _med_synth(arts: list[Article], n: int, cfg: DataConfig, rng: random.Random,
     # over-generate: small generators fail the filters often
     cand = rng.sample(arts, min(len(arts), int(n * 1.2) + 4))
     gen = build_generator(cfg.med_synth_generator)
-    prompts = [MED_SYNTH_PROMPT.format(abstract=truncate_words(a.abstract, 150)) for a in cand]
+    prompts = [MED_SYNTH_PROMPT.format(abstract=truncate_words(a.abstract, cfg.med_synth_abstract_words)) for a in cand]
     outputs = generate_cached(gen, prompts, out / "med_synth_generations.jsonl",
                               batch_size=cfg.med_synth_generator.batch_size, desc="med_synth queries")
     counts, rows = RejectionCounter(), []

@@ -107,13 +107,15 @@ def mergekit_config(method: str, experts: Sequence[Path], weights: Sequence[floa
     return cfg
 
 
-def run_mergekit(config: dict, out: Path) -> Path:
-    """Run one merge with mergekit's Python entry point; the output appears only when complete."""
+def run_mergekit(config: dict, out: Path, seed: int = 0) -> Path:
+    """Run one merge with mergekit's Python entry point; the output appears only when complete.
+
+    Seeded: DARE-TIES drops parameters at random, so the final merge is the candidate that was scored."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
     with atomic_path(out) as tmp:
         run_merge(MergeConfiguration.model_validate(config), str(tmp),
-                  options=MergeOptions(copy_tokenizer=True, lazy_unpickle=False, quiet=True))
+                  options=MergeOptions(copy_tokenizer=True, lazy_unpickle=False, quiet=True, random_seed=seed))
     return out
 

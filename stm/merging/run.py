@@ -130,7 +130,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
             else:
                 cfg = mergekit_config(method, list(full.values()), c.weights, base, c.densities, mcfg.dtype)
                 tmp = inputs / f"candidate-{method}"
-                run_mergekit(cfg, tmp)
+                run_mergekit(cfg, tmp, mcfg.search.seed)
                 s, _ = score_retriever(merged_retriever(template, tmp, ecfg.dtype), f"{method}-candidate")
                 shutil.rmtree(tmp, ignore_errors=True)
             log.info("%s %s -> %.4f", method, c.as_dict(), s)
@@ -146,7 +146,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         final = out_root / method
         cfg = mergekit_config(method, list(full.values()), chosen["weights"], base, chosen["densities"], mcfg.dtype)
         scratch = inputs / f"final-{method}"
-        run_mergekit(cfg, scratch)
+        run_mergekit(cfg, scratch, mcfg.search.seed)
         with atomic_path(final) as tmp:
             R.save(merged_retriever(template, scratch, "float32"), tmp)
         # scored as a user loads it: plain SentenceTransformer(path)
