@@ -8,8 +8,8 @@
 from stm.figures.claims import ablation_claims, claims_table, main_line_claims
 from stm.figures.plots import (merge_weights, merged_vs_experts, pretraining_figure, prompt_pools_figure,
                                training_size_figure, variants_figure)
-from stm.figures.results import baselines_table, main_table, model_records, paper
+from stm.figures.results import ablation_records, baselines_table, load_results, main_table, model_records, paper
 
-__all__ = ["ablation_claims", "baselines_table", "claims_table", "main_line_claims", "main_table", "merge_weights", "merged_vs_experts",
+__all__ = ["ablation_claims", "ablation_records", "baselines_table", "load_results", "claims_table", "main_line_claims", "main_table", "merge_weights", "merged_vs_experts",
            "model_records", "paper", "pretraining_figure", "prompt_pools_figure", "training_size_figure",
            "variants_figure"]
