@@ -6,8 +6,7 @@ from pathlib import Path
 
 from stm import paths
 from stm.figures.claims import bootstrap_mean
-from stm.figures.results import (BASELINE_LABELS, EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records,
-                                 main_table, model_records, paper)
+from stm.figures.results import EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records, model_records, paper
 from stm.io import read_json
 
 
@@ -51,7 +50,7 @@ def merged_vs_experts(dpi: int = 120) -> Path:
             axes[0].axhline(recs[name]["averages"]["all"], color="#636363", linestyle=style,
                             label=f"{name} {recs[name]['averages']['all']:.3f}")
     axes[0].set_xticks(range(len(ours)), ours, rotation=30, ha="right")
-    axes[0].set_title("ours: SmolLM2-135M, embedded PubMed tasks (95% bootstrap CI)")
+    axes[0].set_title("ours: SmolLM2-135M, embedded PubMed tasks\n(error bars: 95% bootstrap CI, where per-query scores exist)", fontsize=9)
     axes[0].set_ylabel("avg nDCG@10 (test)")
     axes[0].legend(fontsize=8, loc="upper left")
     labels, best, ft, lin = [], [], [], []
