@@ -107,14 +107,17 @@ def test_every_stage_ran_every_notebook_executed_every_figure_exists(smoke_repo)
 def test_results_record_what_moves_the_numbers(smoke_repo):
     repo = smoke_repo[0]
     expert = json.loads((repo / "results" / "experts" / "med_real.json").read_text())
-    for key in ("format", "backbone_path", "eval_dtype", "padding_side", "eos_appended", "train"):
+    for key in ("model", "adapter", "pooling", "include_prompt", "prompts", "query_length", "document_length",
+                "padding_side", "eos_appended", "dtype", "bidirectional", "train"):
         assert key in expert["model"], key
+    assert expert["model"]["adapter"] is True and expert["model"]["model"] == "data/assets/models/smollm2-2l"
     assert expert["model"]["train"]["data"]["files"]
     assert all("instruction" in t and "data_hash" in t for t in expert["tasks"].values())
     merging = json.loads((repo / "results" / "merging.json").read_text())
     assert set(merging["methods"]) == {"linear", "ties"}
     assert merging["methods"]["linear"]["inmemory_vs_mergekit_max_abs_diff"] < 1e-3  # bf16-free fp32 check
-    assert (repo / "artifacts" / "merged" / "linear-sentence-transformers" / "README.md").exists()
+    assert (repo / "artifacts" / "merged" / "linear" / "README.md").exists()
+    assert (repo / "artifacts" / "merged" / "linear" / "modules.json").exists()  # a sentence-transformers folder
     # mergekit's full-model inputs are scratch: neither left behind nor cached by DVC
     assert not (repo / "artifacts" / ".merged-inputs").exists()
     assert not list((repo / "artifacts" / "merged").glob("**/experts"))

@@ -116,6 +116,7 @@ def test_an_expert_folder_loads_with_plain_sentence_transformers_and_embeds_as_s
     base = R.build(str(tiny_model), FMT)
     assert (R.encode(base, queries, R.QUERY, prompt) - ref_q).abs().max() > 1e-3
     d = R.describe(R.load(out))
+    assert d["adapter"] is True and R.describe(R.merge_lora(R.load(out)))["adapter"] is False
     assert d["pooling"] == "mean" and d["include_prompt"] is False and d["query_length"] == 16
     assert d["document_length"] == 24 and d["padding_side"] == "left" and d["eos_appended"]
 

@@ -274,6 +274,7 @@ def describe(model: SentenceTransformer) -> dict:
     base = module.model
     peft = isinstance(base, PeftModel)
     cfg = base.get_base_model().config if peft else base.config
+    peft = peft or bool(getattr(base, "_hf_peft_config_loaded", False))  # the adapter SentenceTransformer(path) injects
     return {
         "model": _portable(getattr(cfg, "_name_or_path", "")),
         "adapter": peft,
