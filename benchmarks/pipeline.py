@@ -157,7 +157,7 @@ def main() -> None:
     save(f"pipeline_{env_profile}_{args.target or 'all'}",
          {"profile": env_profile, "target": args.target or "(all)", "stage_seconds": times, "up_to_date": skipped,
           "disk_gb": disk, "disk_peak_gb": max((d["peak_gb"] for d in disk.values()), default=0.0),
-          "total_seconds": total, "noop_seconds": noop_s, "cwd": str(cwd) if args.profile else "."})
+          "total_seconds": total, "noop_seconds": noop_s, "ran_in": "a temporary copy" if args.profile else "."})
     if args.profile and not os.environ.get("STM_KEEP_COPY"):
         shutil.rmtree(cwd.parent, ignore_errors=True)
 

@@ -152,3 +152,12 @@ def test_every_module_a_stage_runs_is_a_dvc_dependency(stage):
 def test_the_dvc_check_sees_a_missing_dependency():
     mods = stage_modules("python -m stm notebook 04_merge")
     assert "stm.core.evaluation" in mods and "stm.merging.run" in mods and "stm.config" in mods
+
+
+def test_committed_results_record_no_absolute_path_of_a_machine():
+    """Result files are committed: a path in them must be relative to the repository."""
+    import re
+
+    bad = [str(p.relative_to(ROOT)) for d in ("results", "benchmarks/results") for p in (ROOT / d).rglob("*.json")
+           if re.search(r'"/(work|tmp|root|home|Users)/', p.read_text())]
+    assert not bad, f"absolute paths in {bad}"
