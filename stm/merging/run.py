@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from sentence_transformers import SentenceTransformer
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
 from stm import paths
 from stm.config import EvaluationConfig, MergingConfig, dump
@@ -56,7 +56,6 @@ def save_full_model(source: Path | str, out: Path, tokenizer_from: Path, dtype: 
     if done.exists() and read_json(done).get("source_key") == key:
         return out
     shutil.rmtree(out, ignore_errors=True)
-    template = R.load(tokenizer_from, "float32")
     if Path(source, "adapter_config.json").exists():
         decoder = R.transformer(R.merge_lora(R.load(source, "float32"))).model
         backbone = base_path(source)
@@ -64,7 +63,7 @@ def save_full_model(source: Path | str, out: Path, tokenizer_from: Path, dtype: 
         decoder, backbone = AutoModel.from_pretrained(str(source), dtype=torch.float32), str(source)
     with atomic_path(out) as tmp:
         decoder.to(R.DTYPES[dtype]).save_pretrained(tmp)
-        R.tokenizer(template).save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(str(tokenizer_from)).save_pretrained(tmp)  # the experts' EOS-appending tokenizer
         write_json(tmp / SOURCE, {"source_key": key, "backbone_path": backbone})
     return out
 
