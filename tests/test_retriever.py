@@ -9,7 +9,6 @@ from sentence_transformers import SentenceTransformer
 
 from stm.config import FormatConfig, LoraSettings
 from stm.core import retriever as R
-from stm.core.assets import asset_dir
 from tiny import make_model
 
 FMT = FormatConfig(pooling="mean", include_prompt=False, query_template="{instruction}\nQuery:\n{query}",
@@ -79,11 +78,11 @@ def test_prompts_are_saved_with_the_model_and_fill_any_instruction(tiny_model):
     assert R.prompt_for(model, "") == "Query:\n"
 
 
-def test_a_prompt_that_is_not_a_token_prefix_is_refused_for_prompt_aware_pooling():
+def test_a_prompt_that_is_not_a_token_prefix_is_refused_for_prompt_aware_pooling(smollm2_dir):
     """BPE merges ': ' + 'word' into ':' 'Ġword': a trailing space would swallow the query's first token."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(asset_dir("smollm2")))
+    tok = AutoTokenizer.from_pretrained(str(smollm2_dir))
     with pytest.raises(R.PromptError, match="does not tokenize as a prefix"):
         R.check_prompt_prefix(tok, "Find it\nQuery: ", "prompt 'query'")
     R.check_prompt_prefix(tok, "Find it\nQuery:\n", "prompt 'query'")
@@ -133,12 +132,12 @@ def test_merging_the_lora_in_keeps_the_embeddings(tiny_model, tmp_path, texts):
 
 
 @pytest.fixture(scope="module")
-def smollm2_shape(tmp_path_factory):
+def smollm2_shape(tmp_path_factory, smollm2_dir):
     """Tiny random weights behind the real SmolLM2 tokenizer files, chat template included."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = tmp_path_factory.mktemp("smollm2-shape")
-    src = asset_dir("smollm2")
+    src = smollm2_dir
     for f in src.iterdir():
         if f.suffix in (".json", ".jinja") and f.name != "config.json":
             shutil.copy(f, folder / f.name)
