@@ -58,7 +58,9 @@ class GenerationConfig(Strict):
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     seed: int = 13
     timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=2, ge=0)
+    max_retries: int = Field(default=2, ge=0, description="Retries per request on 408/409/429/5xx and lost "
+                             "connections, with exponential back-off that honours Retry-After (the openai client's).")
+    concurrency: int = Field(default=1, ge=1, description="Requests in flight at once (kind=openai).")
 
 
 class EvalSetConfig(Strict):

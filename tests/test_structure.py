@@ -28,7 +28,7 @@ def layer(mod: str) -> int | None:
     """-1 for the core, the stage's index for a stage, None for the CLI."""
     if mod in TOP:
         return None
-    if mod in CORE or mod.startswith("stm.core."):
+    if mod in CORE or mod.startswith(("stm.core.", "stm.rehearsal")):  # the rehearsal's stand-ins: core-level tools
         return -1
     for i, stage in enumerate(STAGES):
         if mod == stage or mod.startswith(stage + "."):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from stm.config import GenerationConfig
@@ -122,22 +123,27 @@ class OpenAIGenerator:
     def settings(self) -> dict:
         return _public_settings(self.cfg)
 
+    def _one(self, prompt: str, seed: int) -> str | None:
+        try:
+            resp = self.client.chat.completions.create(
+                model=self.cfg.model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=self.cfg.max_new_tokens,
+                temperature=self.cfg.temperature,
+                top_p=self.cfg.top_p,
+                seed=seed,
+            )
+        except self._openai.APIConnectionError as e:
+            raise GeneratorError(f"generator {self.id}: endpoint unreachable ({e.__class__.__name__})") from None
+        except self._openai.APIError as e:  # after the client's own retries and back-off
+            log.warning("generator %s: request failed (%s); row counted as failed", self.id, e.__class__.__name__)
+            return None
+        return (resp.choices[0].message.content or "").strip()
+
     def generate(self, prompts: Sequence[str], seed_offset: int = 0) -> list[str | None]:
-        out: list[str | None] = []
-        for k, prompt in enumerate(prompts):
-            try:
-                resp = self.client.chat.completions.create(
-                    model=self.cfg.model,
-                    messages=[{"role": "user", "content": prompt}],
-                    max_tokens=self.cfg.max_new_tokens,
-                    temperature=self.cfg.temperature,
-                    top_p=self.cfg.top_p,
-                    seed=self.cfg.seed + seed_offset + k,
-                )
-                out.append((resp.choices[0].message.content or "").strip())
-            except self._openai.APIConnectionError as e:
-                raise GeneratorError(f"generator {self.id}: endpoint unreachable ({e.__class__.__name__})") from None
-            except self._openai.APIError as e:
-                log.warning("generator %s: request failed (%s); row counted as failed", self.id, e.__class__.__name__)
-                out.append(None)
-        return out
+        """``cfg.concurrency`` requests in flight; answers in prompt order, whatever order they arrive in."""
+        seeds = [self.cfg.seed + seed_offset + k for k in range(len(prompts))]
+        if self.cfg.concurrency == 1 or len(prompts) == 1:
+            return [self._one(p, s) for p, s in zip(prompts, seeds, strict=True)]
+        with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(prompts))) as pool:
+            return list(pool.map(self._one, prompts, seeds))
