@@ -242,10 +242,21 @@ class MergeSearchConfig(Strict):
         return v
 
 
+class DevSampleConfig(Strict):
+    """The seeded subset of each dev task that merge candidates are scored on (null sizes: the whole task)."""
+
+    queries: int | None = Field(default=None, ge=1, description="Queries drawn per dev task; null: all.")
+    corpus: int | None = Field(default=None, ge=1, description="Documents kept (judged + distractors + random fill); "
+                               "null: the whole corpus.")
+    bm25_distractors: int = Field(default=0, ge=0, description="Top BM25 documents kept per sampled query.")
+    seed: int = 13
+
+
 class MergingConfig(Strict):
     methods: list[Literal["linear", "ties", "task_arithmetic", "dare_ties"]] = ["linear", "ties"]
     experts: list[str] = list(SPLIT_NAMES)
     dev_tasks: list[str] | None = Field(default=None, description="None: the evaluation tasks' dev splits.")
+    dev_sample: DevSampleConfig = DevSampleConfig()
     search: MergeSearchConfig = MergeSearchConfig()
     budgets: dict[str, int] = Field(default={"ties": 4}, description="Per-method budget overrides (mergekit-scored methods are slow).")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

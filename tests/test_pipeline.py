@@ -115,6 +115,10 @@ def test_results_record_what_moves_the_numbers(smoke_repo):
     assert all("instruction" in t and "data_hash" in t for t in expert["tasks"].values())
     merging = json.loads((repo / "results" / "merging.json").read_text())
     assert set(merging["methods"]) == {"linear", "ties"}
+    # candidates were scored on seeded dev subsets of the smoke profile's size, recorded
+    for dev in merging["dev_tasks"].values():
+        assert dev["sampling"]["queries"] == 8 and dev["sizes"]["queries"] == 8 and dev["sizes"]["corpus"] >= 8
+        assert dev["sizes"]["corpus"] <= max(40, dev["sizes"]["corpus"]) and dev["data_hash"]
     assert merging["methods"]["linear"]["inmemory_vs_mergekit_max_abs_diff"] < 1e-3  # bf16-free fp32 check
     assert (repo / "artifacts" / "merged" / "linear" / "README.md").exists()
     assert (repo / "artifacts" / "merged" / "linear" / "modules.json").exists()  # a sentence-transformers folder

@@ -13,22 +13,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from stm.core.assets import asset_dir
+from stm.core.sampling import bm25_topk
 from stm.registry import Registry
 
 
 MINERS: Registry[Callable[[Sequence[str], Sequence[str], int], np.ndarray]] = Registry("miner", "data.miner")
 
 
-@MINERS.register("bm25")
-def bm25_topk(corpus: Sequence[str], queries: Sequence[str], k: int) -> np.ndarray:
-    import bm25s
-
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(list(corpus), stopwords="en", show_progress=False), show_progress=False)
-    k = min(k, len(corpus))
-    docs, _ = retriever.retrieve(bm25s.tokenize(list(queries), stopwords="en", show_progress=False), k=k,
-                                 show_progress=False, n_threads=1)
-    return np.asarray(docs)
+MINERS.register("bm25")(bm25_topk)
 
 
 @MINERS.register("minilm")

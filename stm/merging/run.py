@@ -22,6 +22,7 @@ from stm import paths
 from stm.config import EvaluationConfig, MergingConfig, dump
 from stm.core import retriever as R
 from stm.core.evaluation import Encoder, dev_score, evaluate, evaluate_model, task_specs
+from stm.core.sampling import sample_record, sample_tasks
 from stm.core.tasks import resolve
 from stm.io import atomic_path, read_json, sha256_file, sha256_text, write_json
 from stm.merging.inmemory import DeltaMerger, coefficients
@@ -104,7 +105,9 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     out_root = Path(out_root or paths.MERGED)
     names = list(adapters)
     adapter_dirs = [adapters[n] for n in names]
-    dev_specs = [resolve(t, "dev") for t in (mcfg.dev_tasks or ecfg.tasks)]
+    # the dev sets candidates are scored on: seeded subsets written once beside the output and kept (recorded below)
+    dev_specs = sample_tasks([resolve(t, "dev") for t in (mcfg.dev_tasks or ecfg.tasks)], mcfg.dev_sample,
+                             out_root.parent / f".{out_root.name}-dev")
     test_specs = task_specs(ecfg, "test")
     template = adapter_dirs[0]
     # mergekit merges full models: each expert with its LoRA folded in, and the base. They are scratch, kept
@@ -119,7 +122,8 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         r = evaluate(Encoder(model, label, ecfg.batch_size), dev_specs, "dev")
         return dev_score(r, mcfg.search.ndcg_weight), r
 
-    report: dict = {"experts": names, "search": dump(mcfg.search), "methods": {}}
+    report: dict = {"experts": names, "search": dump(mcfg.search), "methods": {},
+                    "dev_tasks": {t.name: sample_record(t) for t in dev_specs}}
     for method in mcfg.methods:
         m = get_method(method)
 
