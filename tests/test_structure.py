@@ -161,3 +161,33 @@ def test_committed_results_record_no_absolute_path_of_a_machine():
     bad = [str(p.relative_to(ROOT)) for d in ("results", "benchmarks/results") for p in (ROOT / d).rglob("*.json")
            if re.search(r'"/(work|tmp|root|home|Users)/', p.read_text())]
     assert not bad, f"absolute paths in {bad}"
+
+
+def stage_param_groups(cmd: str) -> set[str]:
+    """The params groups one stage command resolves (``config.load("<group>")`` in its handler or notebook)."""
+    import re
+
+    args = cmd.split()
+    tree = parse("stm.__main__")
+    handler = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == f"_cmd_{args[3]}")
+    code = ast.unparse(handler)
+    if args[3] == "notebook":
+        nb = json.loads((ROOT / "notebooks" / f"{args[4]}.ipynb").read_text())
+        code += "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    groups = set(re.findall(r"config\.load\(\s*['\"](\w+)['\"]", code))
+    # a backbone preset (params.yaml `backbones:`) feeds the training and prompts groups
+    if not groups:
+        return set()
+    return {"profile", *groups} | ({"backbones"} if groups & {"training", "prompts"} else set())
+
+
+@pytest.mark.parametrize("stage", sorted(dvc_stages()))
+def test_every_dvc_stage_lists_exactly_the_params_groups_it_reads(stage):
+    """Whole groups: a profile overrides keys inside `<group>.profiles`, which a dotted key would not track."""
+    listed = set((yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage].get("do") or
+                  yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]).get("params", []))
+    assert listed == stage_param_groups(dvc_stages()[stage]["cmd"]), f"dvc.yaml stage {stage!r}"
+
+
+def test_the_params_check_sees_a_group_read_by_a_notebook():
+    assert stage_param_groups("python -m stm notebook 02_prompts") == {"profile", "prompts", "training", "backbones"}

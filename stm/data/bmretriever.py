@@ -104,7 +104,6 @@ def load_negatives(ref: str) -> dict[int, str]:
 def run(cfg: DataConfig, out: Path | None = None) -> dict:
     out = Path(out or paths.PROCESSED)
     ds, source = load_rows(cfg)
-    negatives = load_negatives(cfg.bmretriever_negatives) if cfg.bmretriever_negatives else {}
     rows: dict[str, list[dict]] = {s: [] for s in SPLIT_NAMES}
     for i, raw in enumerate(ds):
         r = normalize_row(raw, i, source)
@@ -120,15 +119,10 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
         write_jsonl(out / "splits_dev" / f"{split}.jsonl", split_rows[:n_dev])
         rows[split] = split_rows[n_dev:]
         write_jsonl(out / "splits" / f"{split}.jsonl", rows[split])
-        if negatives:
-            shn = [r | {"mined_negative": r["negative"], "negative": negatives[r["bmretriever_index"]],
-                        "negative_source": "released:stm_gpt5_hard_negatives"} if r["bmretriever_index"] in negatives
-                   else r for r in rows[split]]
-            write_jsonl(out / "synthesis" / "shn" / f"{split}.jsonl", shn)
         counts[split] = len(split_rows)
         log.info("%-10s %8d rows (paper: %d)", split, len(split_rows), PAPER_SIZES[split])
     write_jsonl(out / "splits" / "all.jsonl", (r for s in SPLIT_NAMES for r in rows[s]))
     stats = {"source": source, "split_sizes": counts, "paper_split_sizes": PAPER_SIZES, "seed": cfg.seed,
-             "negatives_joined": len(negatives), "instruction_table": INSTRUCTION_TABLE}
+             "instruction_table": INSTRUCTION_TABLE}
     write_json(paths.RESULTS / "data_stats.json", stats)
     return stats

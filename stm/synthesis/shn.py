@@ -18,6 +18,7 @@ from pathlib import Path
 
 from stm import paths
 from stm.config import SynthesisConfig, dump
+from stm.data.bmretriever import load_negatives
 from stm.data.pubmed import truncate_words
 from stm.data.schema import read_triples
 from stm.io import write_json, write_jsonl
@@ -77,6 +78,8 @@ def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | Non
         template: str | None = None) -> dict:
     processed = Path(processed or paths.PROCESSED)
     inputs = {split: read_triples(processed / "splits" / f"{split}.jsonl") for split in cfg.splits}  # before any model
+    if cfg.released:
+        return join_released(cfg, inputs, processed, results)
     gen = build_generator(cfg.generator)
     template = template or TEMPLATES["completion" if getattr(gen, "chat", True) is False else "paper"]
     report: dict = {"generator": gen.id, "settings": gen.settings(), "mode": cfg.mode, "config": dump(cfg),
@@ -113,5 +116,31 @@ def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | Non
             "rejection_rate": round(1 - counts.get("kept", 0) / max(1, attempted), 4),
         }
         log.info("SHN %s: kept %d of %d", split, counts.get("kept", 0), attempted)
+    write_json(results or paths.RESULTS / "synthesis.json", report)
+    return report
+
+
+def join_released(cfg: SynthesisConfig, inputs: dict[str, list[dict]], processed: Path,
+                  results: Path | None = None) -> dict:
+    """The authors' released synthetic negatives instead of generating: each row takes the negative released for
+    its ``bmretriever_index`` (the BMRetriever row it came from); the counts of joined and missing rows are kept."""
+    negatives = load_negatives(cfg.released)
+    report: dict = {"generator": f"released:{cfg.released}", "mode": cfg.mode, "config": dump(cfg), "splits": {}}
+    for split, rows in inputs.items():
+        out_rows, joined = [], 0
+        for r in rows:
+            neg = negatives.get(r.get("bmretriever_index", -1))
+            if neg is not None:
+                joined += 1
+                r = r | ({"mined_negative": r["negative"], "negative": neg} if cfg.mode == "replace"
+                         else {"extra_negative": neg}) | {"negative_source": f"released:{cfg.released}"}
+            elif cfg.mode == "add":
+                r = r | {"extra_negative": r["negative"]}
+            out_rows.append(r)
+        write_jsonl(processed / "synthesis" / "shn" / f"{split}.jsonl", out_rows)
+        report["splits"][split] = {"rows": len(rows), "attempted": len(rows), "kept": joined,
+                                   "counts": {"kept": joined, "no_released_negative": len(rows) - joined},
+                                   "rejection_rate": round(1 - joined / max(1, len(rows)), 4)}
+        log.info("SHN %s: %d of %d rows joined to a released negative", split, joined, len(rows))
     write_json(results or paths.RESULTS / "synthesis.json", report)
     return report

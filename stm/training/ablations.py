@@ -22,13 +22,15 @@ def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int, seed_in
     """(expert, run name, training overrides) of one cell."""
     try:
         if kind == "variant":
-            return a.variant_expert, f"variant/{index}", {"variant": a.variants[index], "max_steps": a.steps}
+            return a.variant_expert, f"variant/{index}", {"variant": a.variants[index], "variants": {},
+                                                                 "max_steps": a.steps}
         if kind == "size":
             return a.size_expert, f"size/{index}-{seed_index}", {
                 "max_train_rows": a.sizes[index], "seed": a.seeds[seed_index], "max_steps": a.steps}
         if kind == "po":
             n = gp_sizes[index]
-            return a.variant_expert, f"po/{index}", {"variant": "po", "po_pool": n, "max_steps": a.steps}
+            return a.variant_expert, f"po/{index}", {"variant": "po", "variants": {}, "po_pool": n,
+                                                        "max_steps": a.steps}
     except IndexError:
         raise ConfigError(f"ablation {kind} index {index} is out of range for profile's lists") from None
     raise ConfigError(f"unknown ablation kind {kind!r}")

@@ -25,22 +25,23 @@ def prompts_file(processed: Path | None = None) -> Path:
 
 def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None) -> tuple[list[dict], dict]:
     """Read, check and prepare the rows; returns (rows, record of files, hashes and prompts)."""
-    files = [Path(cfg.train_file)] if cfg.train_file else split_files(expert, cfg.variant, processed)
+    variant = cfg.variant_for(expert)
+    files = [Path(cfg.train_file)] if cfg.train_file else split_files(expert, variant, processed)
     for f in files:  # fail before any compute, naming the file
         if not f.exists():
             hint = "run the synthesis stage" if "shn" in str(f) else "run the data stage"
-            raise DataError(f"{f}: training file missing for expert {expert!r} ({cfg.variant}); {hint}")
+            raise DataError(f"{f}: training file missing for expert {expert!r} ({variant}); {hint}")
     rows = [r for f in files for r in read_triples(f)]
     record = {"files": {str(f.relative_to(f.parents[2])): sha256_file(f) for f in files}}
     rng = random.Random(cfg.seed)
     if cfg.max_train_rows and len(rows) > cfg.max_train_rows:
         rows = rng.sample(rows, cfg.max_train_rows)
-    if cfg.variant in ("po", "shn_po"):
+    if variant in ("po", "shn_po"):
         pf = prompts_file(processed)
         if cfg.po_pool is not None:
             pf = pf.with_name("gp.json")
         if not pf.exists():
-            raise DataError(f"{pf}: optimized prompts missing for variant {cfg.variant!r}; run the prompts stage")
+            raise DataError(f"{pf}: optimized prompts missing for variant {variant!r}; run the prompts stage")
         selected = read_json(pf)
         pools = selected.get("pools", {})
         if cfg.po_pool is not None:

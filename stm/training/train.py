@@ -284,7 +284,7 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
         "expert": expert,
         "backbone": cfg.backbone,
         "retriever": R.describe(model),
-        "variant": cfg.variant,
+        "variant": cfg.variant_for(expert),
         "steps": steps,
         "world_size": dist.world,
         "loss": loss_fn.get_config_dict(),
