@@ -289,12 +289,32 @@ class MergingConfig(Strict):
 
 # -------------------------------------------------------------------------------------- ablations
 class AblationsConfig(Strict):
-    variant_expert: str = "search"
+    variant_experts: list[str] = Field(default=["search"], min_length=1,
+                                       description="Experts trained in every variant (Table 4: all four and FT-all).")
     variants: list[Literal["ft", "shn", "po", "shn_po"]] = list(VARIANTS)
-    sizes: list[int] = [100, 400, 1200]
+    sizes: list[int | None] = Field(default=[100, 400, 1200], description="Rows of the union (Figure 4); null: all.")
     seeds: list[int] = [1, 2, 3]
     size_expert: str = "all"
-    steps: int = Field(default=30, ge=1)
+    steps: int | None = Field(default=30, ge=1, description="Steps per cell; null: the training schedule (epochs).")
+
+    @field_validator("variant_experts")
+    @classmethod
+    def _experts(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - set(SPLIT_NAMES) - {"all"})
+        if bad:
+            raise ValueError(f"unknown expert(s) {bad}; experts are {[*SPLIT_NAMES, 'all']}")
+        return v
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: list[int | None]) -> list[int | None]:
+        if any(n is not None and n < 2 for n in v):
+            raise ValueError("a size is a number of rows >= 2, or null for all rows")
+        return v
+
+    def po_expert(self) -> str:
+        """The expert of the prompt-pool ablation (Table 10): the first of ``variant_experts``."""
+        return self.variant_experts[0]
 
 
 GROUPS: dict[str, type[Strict]] = {

@@ -152,3 +152,26 @@ def test_every_backbone_preset_of_the_repository_validates():
             config.validate(group, config._deep_merge(config._deep_merge(section, values),
                                                       raw[group].get("profiles", {}).get("paper", {})),
                             source=f"backbones.{backbone}")
+
+
+def test_paper_ablations_are_configured_at_paper_scale():
+    """Figure 4's 10K / 100K / 1.4M (all) rows, each at least one batch; Table 4 for every expert and FT-all."""
+    a, t = config.load("ablations", profile="paper"), config.load("training", profile="paper")
+    assert a.sizes == [10_000, 100_000, None] and a.steps is None
+    assert all(n is None or n >= t.batch_size for n in a.sizes)
+    assert a.variant_experts == ["med_real", "med_synth", "search", "nlu", "all"]
+
+
+def test_every_expert_of_table_4_gets_a_cell_and_its_own_record(monkeypatch, tmp_path):
+    from stm import paths
+    from stm.training.ablations import cell
+    from stm.training.stage import result_path
+
+    monkeypatch.setattr(paths, "RESULTS", tmp_path)
+    a = config.load("ablations", profile="paper")
+    cells = [cell(a, [10, 20], "variant", 2, expert=e) for e in a.variant_experts]
+    assert [(e, n, o["variant"], o["variants"]) for e, n, o in cells][0] == ("med_real", "variant/2/med_real", "po", {})
+    assert all("max_steps" not in o for _, _, o in cells)  # null steps: the paper's one-epoch schedule
+    assert {result_path(e, n) for e, n, _ in cells} == {tmp_path / "ablations" / "variant_2" / f"{e}.json"
+                                                         for e in a.variant_experts}
+    assert result_path("all", "size/0-1") == tmp_path / "ablations" / "size_0-1.json"

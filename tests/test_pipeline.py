@@ -96,6 +96,11 @@ def test_every_stage_ran_every_notebook_executed_every_figure_exists(smoke_repo)
     executed = {p.stem for p in (repo / "reports").glob("*.ipynb")}
     assert {"00_data", "01_synthesis", "02_prompts", "04_merge", "05_results", "06_ablations"} <= executed
     assert {f"03_train_{e}" for e in ("med_real", "med_synth", "search", "nlu", "all")} <= executed
+    # Table 4: one record per variant and ablated expert; the main line trained each expert in its own variant
+    assert all((repo / "results" / "ablations" / f"variant_{i}" / "search.json").exists() for i in range(4))
+    trained = {e: json.loads((repo / "results" / "experts" / f"{e}.json").read_text())["model"]["train"]["variant"]
+               for e in ("med_real", "search", "nlu")}
+    assert trained == {"med_real": "ft", "search": "shn_po", "nlu": "po"}  # the smoke profile's variant map
     figures = [next(iter(o)) for s in stages.values() for o in (s.get("outs") or [])
                if isinstance(o, dict) and str(next(iter(o))).endswith(".png")]
     for fig in figures:

@@ -96,14 +96,14 @@ def main_line_claims(results=None) -> list[dict]:
 
 def ablation_claims() -> list[dict]:
     """Table 4 (SHN, PO vs FT) and Figure 3 (pre-training) on the ablation cells."""
-    variants = {r["model"]["train"]["variant"]: r for r in ablation_records("variant").values()}
+    by_expert: dict[str, dict[str, dict]] = {}
+    for r in ablation_records("variant").values():
+        by_expert.setdefault(r["model"]["train"]["expert"], {})[r["model"]["train"]["variant"]] = r
     pre = {k.removeprefix("pretrain_"): v for k, v in ablation_records("pretrain").items()}
-    return [
-        _row("SHN >= FT", "SHN", variants.get("shn"), "FT", variants.get("ft")),
-        _row("PO >= FT", "PO", variants.get("po"), "FT", variants.get("ft")),
-        _row("pre-training does not help (PT+FT not above FT)", "PT+FT", pre.get("pt_ft"), "FT", pre.get("ft"),
-             negate=True),
-    ]
+    rows = [_row(f"{v.upper()} >= FT ({expert})", v.upper(), variants.get(v), "FT", variants.get("ft"))
+            for expert, variants in sorted(by_expert.items()) for v in ("shn", "po")]
+    return rows + [_row("pre-training does not help (PT+FT not above FT)", "PT+FT", pre.get("pt_ft"), "FT",
+                        pre.get("ft"), negate=True)]
 
 
 def claims_table(results=None) -> "pandas.DataFrame":

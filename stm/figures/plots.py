@@ -101,21 +101,28 @@ def _not_run(ax, kind: str) -> None:
 
 
 def variants_figure(dpi: int = 120) -> Path:
-    """Table 4 analogue: one expert trained FT / SHN / PO / SHN+PO."""
+    """Table 4 analogue: each ablated expert trained FT / SHN / PO / SHN+PO, beside the paper's numbers."""
     plt = _plt()
-    recs = ablation_records("variant")
+    order = ("ft", "shn", "po", "shn_po")
+    ours: dict[str, dict[str, float]] = {}
+    for r in ablation_records("variant").values():
+        ours.setdefault(r["model"]["train"]["expert"], {})[r["model"]["train"]["variant"]] = r["averages"]["all"]
     p = paper()["table4_experts"]
-    ours = {r["model"]["train"]["variant"]: r["averages"]["all"] for r in recs.values()}
-    order = [v for v in ("ft", "shn", "po", "shn_po") if v in ours]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    axes[0].bar([v.upper().replace("_", "+") for v in order], [ours[v] for v in order], color="#6baed6")
-    if not recs:
+    width = 0.8 / max(1, len(ours))
+    for k, (expert, vals) in enumerate(sorted(ours.items())):
+        xs = [i + (k - (len(ours) - 1) / 2) * width for i, v in enumerate(order) if v in vals]
+        axes[0].bar(xs, [vals[v] for v in order if v in vals], width, label=EXPERT_LABELS.get(expert, expert))
+    axes[0].set_xticks(range(len(order)), [v.upper().replace("_", "+") for v in order])
+    if not ours:
         _not_run(axes[0], "variant")
-    expert = next(iter(recs.values()))["model"]["train"]["expert"] if recs else "search"
-    axes[0].set_title(f"ours: {EXPERT_LABELS.get(expert, expert)} expert")
+    else:
+        axes[0].legend(fontsize=8)
+    axes[0].set_title("ours: experts by variant")
     axes[0].set_ylabel("avg nDCG@10")
-    for j, b in enumerate(PAPER_BACKBONE_LABELS):
-        vals = [p[b][v].get(expert, p[b][v]["avg"]) for v in ("ft", "shn", "po", "shn_po")]
+    expert = sorted(ours)[0] if ours else "search"
+    for b in PAPER_BACKBONE_LABELS:
+        vals = [p[b][v].get(expert, p[b][v]["avg"]) for v in order]
         axes[1].plot(["FT", "SHN", "PO", "SHN+PO"], vals, marker="o", label=PAPER_BACKBONE_LABELS[b])
     axes[1].set_title(f"paper (Table 4), {EXPERT_LABELS.get(expert, expert)} expert", fontsize=9)
     axes[1].legend(fontsize=8)
@@ -158,7 +165,9 @@ def prompt_pools_figure(dpi: int = 120) -> Path:
     recs = ablation_records("po")
     ours = sorted((r["model"]["train"]["data"]["prompts"]["optimizer"], r["averages"]["all"]) for r in recs.values())
     ours.sort(key=lambda x: int(x[0][2:]) if x[0][2:].isdigit() else 0)
-    ft = [r["averages"]["all"] for r in ablation_records("variant").values() if r["model"]["train"]["variant"] == "ft"]
+    po_experts = {r["model"]["train"]["expert"] for r in recs.values()}
+    ft = [r["averages"]["all"] for r in ablation_records("variant").values()
+          if r["model"]["train"]["variant"] == "ft" and r["model"]["train"]["expert"] in po_experts]
     ours = [("ft", ft[0])] * bool(ft) + ours  # the same expert without PO, the reference the paper plots first
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     axes[0].bar([n for n, _ in ours], [v for _, v in ours], color="#9e9ac8")

@@ -69,6 +69,9 @@ def baselines_table() -> "pandas.DataFrame":
 
 
 def ablation_records(kind: str) -> dict[str, dict]:
-    return {k: v for k, v in load_results(paths.RESULTS / "ablations").items() if k.startswith(kind)}
+    """{cell: record} of the ablation cells of one kind; a variant cell is ``variant_<i>/<expert>``."""
+    folder = paths.RESULTS / "ablations"
+    recs = {str(p.relative_to(folder).with_suffix("")): read_json(p) for p in sorted(folder.rglob("*.json"))}
+    return {k: v for k, v in recs.items() if k.startswith(kind)}
 
 

@@ -1,11 +1,11 @@
 """Ablation cells, addressed by index so that ``dvc.yaml`` stays the same in every profile.
 
-``variant i``: the ablated expert trained as ``ablations.variants[i]`` (Table 4);
+``variant i``: each of ``ablations.variant_experts`` trained as ``ablations.variants[i]`` (Table 4);
 ``size i --seed-index j``: FT-all on ``ablations.sizes[i]`` rows with ``ablations.seeds[j]`` (Figure 4);
-``po i``: the ablated expert trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10);
+``po i``: the first of ``variant_experts`` trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10);
 ``pretrain``: PT (unlabeled pairs, in-batch negatives), PT then FT, and FT alone, all on ``size_expert``
 data (Figure 3), run in sequence because PT+FT starts from PT's adapter.
-All cells use ``ablations.steps`` training steps, so they compare with each other.
+All cells use ``ablations.steps`` training steps (null: the training schedule), so they compare with each other.
 """
 
 from __future__ import annotations
@@ -18,19 +18,20 @@ from stm.training.data import split_files
 from stm.training.stage import run_dir, train_and_evaluate
 
 
-def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int, seed_index: int = 0) -> tuple[str, str, dict]:
+def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int, seed_index: int = 0,
+         expert: str | None = None) -> tuple[str, str, dict]:
     """(expert, run name, training overrides) of one cell."""
+    steps = {"max_steps": a.steps} if a.steps is not None else {}
     try:
         if kind == "variant":
-            return a.variant_expert, f"variant/{index}", {"variant": a.variants[index], "variants": {},
-                                                                 "max_steps": a.steps}
+            expert = expert or a.variant_experts[0]
+            return expert, f"variant/{index}/{expert}", {"variant": a.variants[index], "variants": {}, **steps}
         if kind == "size":
             return a.size_expert, f"size/{index}-{seed_index}", {
-                "max_train_rows": a.sizes[index], "seed": a.seeds[seed_index], "max_steps": a.steps}
+                "max_train_rows": a.sizes[index], "seed": a.seeds[seed_index], **steps}
         if kind == "po":
             n = gp_sizes[index]
-            return a.variant_expert, f"po/{index}", {"variant": "po", "variants": {}, "po_pool": n,
-                                                        "max_steps": a.steps}
+            return a.po_expert(), f"po/{index}", {"variant": "po", "variants": {}, "po_pool": n, **steps}
     except IndexError:
         raise ConfigError(f"ablation {kind} index {index} is out of range for profile's lists") from None
     raise ConfigError(f"unknown ablation kind {kind!r}")
@@ -43,13 +44,16 @@ def with_overrides(tcfg: TrainingConfig, **overrides) -> TrainingConfig:
 
 def run_cell(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, gp_sizes: list[int], kind: str,
              index: int, seed_index: int = 0) -> dict:
+    if kind == "variant":  # one stage per variant trains it for every expert of Table 4, in turn
+        return {e: train_and_evaluate(with_overrides(tcfg, **o), ecfg, e, name)
+                for e, name, o in (cell(a, gp_sizes, kind, index, expert=e) for e in a.variant_experts)}
     expert, name, overrides = cell(a, gp_sizes, kind, index, seed_index)
     return train_and_evaluate(with_overrides(tcfg, **overrides), ecfg, expert, name)
 
 
 def run_pretrain(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig) -> dict:
     """Figure 3: PT alone, PT then FT, FT alone; each trained ``ablations.steps`` steps and evaluated."""
-    base = with_overrides(tcfg, max_steps=a.steps)
+    base = with_overrides(tcfg, **({"max_steps": a.steps} if a.steps is not None else {}))
     pairs = run_dir("pretrain", "pretrain") / "ict.jsonl"
     write_jsonl(pairs, ict_pairs(split_files(a.size_expert, "ft", paths.PROCESSED), base.seed))
     pt = base.model_copy(update={"train_file": str(pairs), "use_hard_negatives": False})

@@ -16,7 +16,10 @@ def run_dir(expert: str, name: str | None = None) -> Path:
 
 
 def result_path(expert: str, name: str | None = None) -> Path:
-    return paths.RESULTS / ("ablations" if name else "experts") / f"{(name or expert).replace('/', '_')}.json"
+    """``results/experts/<expert>.json``; an ablation ``kind/index[/expert]`` -> ``results/ablations/kind_index[/expert].json``."""
+    if not name:
+        return paths.RESULTS / "experts" / f"{expert}.json"
+    return paths.RESULTS / "ablations" / f"{name.replace('/', '_', 1)}.json"
 
 
 def train_and_evaluate(cfg: TrainingConfig, ecfg: EvaluationConfig, expert: str, name: str | None = None,
