@@ -90,6 +90,11 @@ class DataConfig(Strict):
     bmretriever_path: str | None = Field(
         default=None, description="paper profile: local ft_data.json, else the hub dataset is used."
     )
+    split_patterns: list[tuple[str, Literal["med_real", "med_synth", "search", "nlu"]]] | None = Field(
+        default=None, description="paper profile: [regex on the instruction, split] pairs, first match wins (null: "
+        "stm/data/bmretriever.py's table; unmatched rows are Med-Synth).")
+    split_tolerance: float | None = Field(default=0.02, ge=0, description="paper profile: largest relative gap of "
+                                          "a split's share to Table 2's (null: no check).")
 
     @field_validator("split_sizes")
     @classmethod

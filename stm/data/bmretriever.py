@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 from stm import paths
@@ -25,29 +26,49 @@ log = logging.getLogger(__name__)
 
 PAPER_SIZES = {"med_synth": 431_000, "med_real": 306_000, "search": 438_000, "nlu": 251_000}
 
-# (pattern on the lower-cased instruction, split). First match wins; unmatched rows are Med-Synth,
-# whose instructions are LLM-written and varied (paper digest 3.2: "Given a query, find articles that ...").
+# (pattern on the lower-cased instruction, split). First match wins; unmatched rows are Med-Synth, whose
+# instructions are LLM-written and varied (paper digest 3.2: "Given a query, find articles that ...").
+# The paper names the general-domain data "NLU benchmarks such as Natural Questions, FEVER, ELI5, SNLI, and the MS
+# MARCO passage ranking dataset", and the authors' release calls the NLU expert "general-qa" and the Search expert
+# "general-ir": MS MARCO is Search, the QA / NLI / fact-checking sets are NLU. The counts this gives are checked
+# against Table 2 (``check_split_sizes``); ``data.split_patterns`` replaces this table without touching code.
 INSTRUCTION_TABLE: list[tuple[str, str]] = [
     (r"web search query", "search"),                                   # MS MARCO passage / doc
-    (r"wikipedia passages that answer", "search"),                     # NQ, SQuAD
-    (r"retrieve relevant passages that answer the question", "search"),  # GooAQ
-    (r"multi-hop question", "search"),                                 # HotpotQA
-    (r"reddit eli5", "search"),                                        # ELI5
+    (r"wikipedia passages that answer", "nlu"),                        # Natural Questions, SQuAD
+    (r"retrieve relevant passages that answer the question", "nlu"),   # GooAQ-style QA
+    (r"multi-hop question", "nlu"),                                    # HotpotQA
+    (r"reddit eli5", "nlu"),                                           # ELI5
     (r"premise, retrieve a hypothesis", "nlu"),                        # SNLI / MNLI
     (r"claim, retrieve documents that support or refute", "nlu"),      # FEVER
     (r"semantically equivalent", "nlu"),                               # Quora duplicates
     (r"medical|patient|clinical|doctor|health|nli|stackexchange", "med_real"),  # MedNLI, MQP, MEDIQA, dialogues
 ]
 
+
 QUERY_KEYS, POS_KEYS, NEG_KEYS = ("query", "anchor", "question"), ("pos", "positive", "positives"), ("neg", "negative", "negatives")
 
 
-def assign_split(instruction: str) -> str:
+def assign_split(instruction: str, table: list[tuple[str, str]] | None = None) -> str:
     low = instruction.lower()
-    for pattern, split in INSTRUCTION_TABLE:
+    for pattern, split in table or INSTRUCTION_TABLE:
         if re.search(pattern, low):
             return split
     return "med_synth"
+
+
+def check_split_sizes(counts: dict[str, int], tolerance: float, source: str) -> None:
+    """Each split's share of the rows must match Table 2's within ``tolerance`` (relative), else a named error.
+
+    Shares rather than counts, so a stand-in built in the paper's proportions passes the same check."""
+    total, paper_total = sum(counts.values()), sum(PAPER_SIZES.values())
+    rel = {s: (counts[s] / max(1, total)) / (PAPER_SIZES[s] / paper_total) - 1 for s in SPLIT_NAMES}
+    bad = [s for s in SPLIT_NAMES if abs(rel[s]) > tolerance]
+    if bad:
+        detail = "; ".join(f"{s}: {counts[s]} rows, {counts[s] / max(1, total):.1%} of {total} (Table 2: "
+                           f"{PAPER_SIZES[s]}, {PAPER_SIZES[s] / paper_total:.1%}; off by {rel[s]:+.1%})" for s in bad)
+        raise DataError(f"{source}: the instruction-to-split mapping does not reproduce Table 2 within "
+                        f"{tolerance:.0%}: {detail}. The rows per instruction are in results/data_stats.json "
+                        "(instruction_counts); fix data.split_patterns")
 
 
 def _first(value):
@@ -105,9 +126,12 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
     out = Path(out or paths.PROCESSED)
     ds, source = load_rows(cfg)
     rows: dict[str, list[dict]] = {s: [] for s in SPLIT_NAMES}
+    table = [tuple(p) for p in cfg.split_patterns] if cfg.split_patterns else INSTRUCTION_TABLE
+    by_instruction: Counter = Counter()
     for i, raw in enumerate(ds):
         r = normalize_row(raw, i, source)
-        split = assign_split(r["instruction"])
+        split = assign_split(r["instruction"], table)
+        by_instruction[(r["instruction"], split)] += 1
         rows[split].append(r | {"id": f"{split}-{i:07d}", "split": split, "pos_id": "", "neg_id": "",
                                 "source": f"bmretriever:{i}", "negative_source": "bmretriever:e5-top100",
                                 "bmretriever_index": i})
@@ -122,7 +146,16 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
         counts[split] = len(split_rows)
         log.info("%-10s %8d rows (paper: %d)", split, len(split_rows), PAPER_SIZES[split])
     write_jsonl(out / "splits" / "all.jsonl", (r for s in SPLIT_NAMES for r in rows[s]))
+    (out / "tasks").mkdir(parents=True, exist_ok=True)  # the paper's tasks are mteb's, read from the hub
+    write_json(out / "tasks" / "hub.json", {"note": "paper profile: evaluation tasks are loaded by mteb from the hub"})
     stats = {"source": source, "split_sizes": counts, "paper_split_sizes": PAPER_SIZES, "seed": cfg.seed,
-             "instruction_table": INSTRUCTION_TABLE}
-    write_json(paths.RESULTS / "data_stats.json", stats)
+             "instruction_table": table, "tasks": {},
+             # every matched instruction with its rows; Med-Synth's many LLM-written ones: the 20 most frequent
+             "instruction_counts": [{"instruction": ins, "split": sp, "rows": n} for (ins, sp), n in
+                                    by_instruction.most_common() if sp != "med_synth"]
+             + [{"instruction": ins, "split": sp, "rows": n} for (ins, sp), n in
+                by_instruction.most_common() if sp == "med_synth"][:20]}
+    write_json(paths.RESULTS / "data_stats.json", stats)  # written first: the check below points the user at it
+    if cfg.split_tolerance is not None:
+        check_split_sizes(counts, cfg.split_tolerance, source)
     return stats
