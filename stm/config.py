@@ -171,6 +171,8 @@ class GepaConfig(Strict):
     max_metric_calls: int | None = Field(default=None, ge=1, description="Overrides the budget's call count.")
     train_examples: int | None = Field(default=None, ge=1)
     reflection_minibatch_size: int | None = Field(default=None, ge=1)
+    seed: str = Field(default="data", min_length=1, description="GEPA's starting prompt: 'data' for the split's own "
+                      "(most frequent) instruction, as the paper seeds it; any other text is used as is.")
 
 
 class PromptsConfig(Strict):

@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from stm.io import DataError
+
 from stm.config import PromptsConfig
 from stm.prompts import optimizers
 from stm.core import retriever as R
@@ -59,7 +61,10 @@ def test_gepa_runs_through_the_library_on_dev_rows_and_saves_history(tiny_model,
     from stm.io import write_jsonl
     from stm.prompts import gepa_adapter
 
-    write_jsonl(processed / "splits_dev" / "nlu.jsonl", make_triples(12, "nlu", seed=5))
+    rows = make_triples(12, "nlu", seed=5)
+    for r in rows[:7]:  # the split's own, most frequent instruction seeds GEPA (the paper's set-up)
+        r["instruction"] = "Given a premise, retrieve a hypothesis that is entailed by the premise"
+    write_jsonl(processed / "splits_dev" / "nlu.jsonl", rows)
     monkeypatch.setattr(gepa_adapter.paths, "PROCESSED", processed)
     monkeypatch.setattr(gepa_adapter, "build_generator", lambda cfg: FakeGenerator(
         ["```\nRetrieve the abstract whose findings support the given claim about patients.\n```"]))
@@ -68,8 +73,34 @@ def test_gepa_runs_through_the_library_on_dev_rows_and_saves_history(tiny_model,
                                                "reflection_minibatch_size": 2})
     best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, retriever)
     assert history and all(0.0 <= h["val_score"] <= 1.0 for h in history)
-    assert history[0]["instruction"] == gepa_adapter.SPLIT_INSTRUCTIONS["nlu"]  # the seed candidate
+    assert history[0]["instruction"] == "Given a premise, retrieve a hypothesis that is entailed by the premise"
     assert best in [h["instruction"] for h in history]
+    # the paper's train and validation sets are full-sized and disjoint: too few dev rows is an error, not a shrink
+    with pytest.raises(DataError, match=r"nlu.jsonl: GEPA \(light\) needs 7 train \+ 7 validation examples, found 12"):
+        gepa_adapter.optimize_split(cfg.model_copy(update={"gepa": cfg.gepa.model_copy(update={"train_examples": 7})}),
+                                    "nlu", tmp_path, retriever)
+
+
+def test_the_paper_profile_runs_gepa_as_the_paper_set_it_up(tmp_path):
+    """Gemma's PO: GEPA-medium (200 train + 200 validation examples), seeded with each split's own instruction,
+    Llama-3.3-70B at temperature 0.7 and 1000 tokens, with enough dev rows held out for it."""
+    from stm import config
+
+    p = config.load("prompts", profile="paper")
+    assert p.gepa.seed == "data" and p.gepa.train_examples is None and p.gepa.max_metric_calls is None
+    import yaml
+
+    from stm import paths
+
+    raw = yaml.safe_load(paths.PARAMS.read_text())
+    raw["training"]["profiles"]["paper"]["backbone"] = "gemma-2b"  # the one key that switches backbone
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    gemma = config.load("prompts", tmp_path / "params.yaml", profile="paper")
+    assert (gemma.optimizer, gemma.gepa.budget) == ("gepa", "medium")
+    from stm.prompts.gepa_adapter import BUDGETS
+
+    assert BUDGETS["medium"][:2] == (200, 5) and config.load("data", profile="paper").dev_rows >= 2 * 300
+    assert (p.generator.temperature, p.generator.max_new_tokens) == (0.7, 1000)
 
 
 def test_unknown_optimizer_is_refused():
