@@ -225,6 +225,8 @@ class TrainingConfig(Strict):
     )
     use_hard_negatives: bool = Field(default=True, description="False: in-batch negatives only.")
     gather_across_devices: bool = True
+    processes: int | Literal["auto"] = Field(default="auto", description="Training processes a stage launches: auto, "
+                                             "one per GPU when there are several; 1: in-process.")
     bidirectional: bool = False
     gradient_checkpointing: bool = False
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -241,6 +243,13 @@ class TrainingConfig(Strict):
         bad = sorted(set(v) - set(SPLIT_NAMES) - {"all"})
         if bad:
             raise ValueError(f"unknown expert(s) {bad}; experts are {[*SPLIT_NAMES, 'all']}")
+        return v
+
+    @field_validator("processes")
+    @classmethod
+    def _processes(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("processes is 'auto' or a number >= 1")
         return v
 
     def variant_for(self, expert: str) -> str:

@@ -165,3 +165,29 @@ def test_each_expert_trains_on_the_files_of_its_own_variant(tiny_model, processe
     with pytest.raises(DataError, match=r"synthesis/shn/nlu.jsonl: training file missing for expert 'nlu' \(shn\); "
                                         "run the synthesis stage"):
         load_rows(cfg, "nlu", processed)
+
+
+def test_a_training_stage_launches_its_own_processes_and_only_rank_0_writes(tiny_model, processed, tmp_path,
+                                                                            monkeypatch):
+    """training.processes: 2 makes the stage itself run torch.distributed (gloo on CPU processes here)."""
+    import json
+
+    from stm import paths
+    from stm.config import EvaluationConfig
+    from stm.training.launch import processes
+    from stm.training.stage import train_and_evaluate
+
+    monkeypatch.setattr(paths, "PROCESSED", processed)
+    monkeypatch.setattr(paths, "EXPERTS", tmp_path / "experts")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg = tiny_cfg(tiny_model, max_steps=2, processes=2)
+    assert processes(cfg) == 2 and processes(cfg.model_copy(update={"processes": "auto"})) >= 1
+    out = train_and_evaluate(cfg, EvaluationConfig(), "nlu", evaluate=False)
+    assert out["train"]["world_size"] == 2
+    folder = tmp_path / "experts" / "nlu"
+    assert (folder / "adapter" / "adapter_config.json").exists()
+    assert json.loads((folder / "train_record.json").read_text())["world_size"] == 2
+    assert not list(tmp_path.glob("experts/.nlu-launch.json"))  # the launch spec is scratch
+    monkeypatch.setenv("WORLD_SIZE", "2")  # already inside torchrun: nothing more is launched
+    assert processes(cfg) == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from stm import paths
 from stm.config import EvaluationConfig, TrainingConfig
 from stm.core.evaluation import evaluate_model
+from stm.training.launch import processes, train_launched
 from stm.training.train import train
 
 
@@ -25,7 +26,8 @@ def result_path(expert: str, name: str | None = None) -> Path:
 def train_and_evaluate(cfg: TrainingConfig, ecfg: EvaluationConfig, expert: str, name: str | None = None,
                        evaluate: bool = True) -> dict:
     out = run_dir(expert, name)
-    record = train(cfg, expert, out)
+    n = processes(cfg)
+    record = train_launched(cfg, expert, out, n) if n > 1 else train(cfg, expert, out)
     if not evaluate:
         return {"train": record}
     label = name or expert
