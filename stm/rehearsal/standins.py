@@ -1,0 +1,112 @@
+"""Local stand-ins for the paper's hub models: tiny random weights in the three paper architectures.
+
+Each stand-in has the paper backbone's architecture (Qwen3, Gemma version 1 as ``google/gemma-2b``, Phi-3 as
+Phi-4-mini) and the tokenizer *class* its real model uses (``Qwen2Tokenizer``, ``GemmaTokenizer``,
+``GPT2Tokenizer``), built offline from a BPE trained on a few hundred words, with the real special tokens and,
+where the real model has one, a chat template. Nothing is downloaded: the rehearsal passes these folders where
+the hub ids would go, so the paper profile's code paths run end to end on a CPU in minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stm.io import atomic_path, write_json
+
+CORPUS = (
+    "Given a web search query, retrieve relevant passages that answer the query. Given a question, retrieve "
+    "Wikipedia passages that answer the question. Given a claim, retrieve documents that support or refute the "
+    "claim. Given a premise, retrieve a hypothesis that is entailed by the premise. Given a medical question, "
+    "retrieve answers from doctors. Represent this passage passage: Query: patients with covid vaccine response "
+    "cancer cells protein expression increased heart disease risk in clinical trial mice infection immune "
+    "analysis drug dose levels decreased in rats brain tumor gene study statins lower cholesterol aspirin blood "
+    "the a of and in to is was with for on by what how why which who when where does do can 0 1 2 3 4 5 6 7 8 9"
+)
+# a ChatML template, as Qwen3's and Phi-4-mini's tokenizers carry one (the retriever never applies it)
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@dataclass(frozen=True)
+class StandIn:
+    hub_id: str
+    model_type: str
+    tokenizer_class: str
+    specials: dict[str, str]                 # bos/eos/pad/unk as the real tokenizer names them
+    byte_level: bool                         # GPT-2-style byte-level BPE (Qwen2, GPT2) or SentencePiece-style (Gemma)
+    chat_template: str | None = None
+    config: dict = field(default_factory=dict)
+
+
+STANDINS = {
+    "qwen3-0.6b": StandIn("Qwen/Qwen3-0.6B", "qwen3", "Qwen2Tokenizer",
+                          {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+                          True, CHATML, {"head_dim": 8, "tie_word_embeddings": True}),
+    "gemma-2b": StandIn("google/gemma-2b", "gemma", "GemmaTokenizer",
+                        {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"},
+                        False, None, {"head_dim": 8}),
+    "phi4-mini": StandIn("microsoft/Phi-4-mini-instruct", "phi3", "GPT2Tokenizer",
+                         {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+                          "unk_token": "<|endoftext|>"}, True, CHATML, {"tie_word_embeddings": True}),
+}
+
+
+def _vocab_and_merges(spec: StandIn, vocab_size: int = 600) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A BPE trained on :data:`CORPUS` with the real tokenizer's pre-tokenization scheme."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    specials = list(dict.fromkeys(spec.specials.values()))
+    if spec.chat_template:
+        specials += ["<|im_start|>", "<|im_end|>"]
+    specials = list(dict.fromkeys(specials))
+    tok = Tokenizer(models.BPE(unk_token=None if spec.byte_level else spec.specials["unk_token"]))
+    if spec.byte_level:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:  # SentencePiece style: spaces become '▁', unknown bytes fall back to <0xNN> tokens
+        tok.normalizer = normalizers.Replace(" ", "▁")
+        tok.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_next")
+        specials += [f"<0x{b:02X}>" for b in range(256)]
+        alphabet = sorted(set(CORPUS.replace(" ", "▁")))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
+                                  show_progress=False)
+    tok.train_from_iterator([CORPUS] * 4, trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return model["vocab"], merges
+
+
+def build_tokenizer(name: str):
+    import transformers
+
+    spec = STANDINS[name]
+    vocab, merges = _vocab_and_merges(spec)
+    cls = getattr(transformers, spec.tokenizer_class)
+    tok = cls(vocab=vocab, merges=merges, **spec.specials)
+    if spec.chat_template:
+        tok.chat_template = spec.chat_template
+    return tok
+
+
+def build_model(name: str, out: Path, seed: int = 0) -> Path:
+    """Write the stand-in for the paper backbone ``name`` (a key of :data:`STANDINS`) into ``out``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = STANDINS[name]
+    tok = build_tokenizer(name)
+    ids = {k.replace("_token", "_token_id"): tok.convert_tokens_to_ids(v) for k, v in spec.specials.items()
+           if k != "unk_token"}
+    config = AutoConfig.for_model(spec.model_type, vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                  max_position_embeddings=512, **ids, **spec.config)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with atomic_path(Path(out)) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(tmp / "stm_asset.json", {"source": spec.hub_id, "revision": "rehearsal-stand-in",
+                                            "stand_in": True, "tokenizer_class": spec.tokenizer_class})
+    return Path(out)
