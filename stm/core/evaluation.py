@@ -144,7 +144,7 @@ def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", mode
         split_scores = [s for split in spec.splits for s in result.task_results[0].scores[split]]
         scores[spec.name] = {m: round(sum(s[m] for s in split_scores) / len(split_scores), 5) for m in METRICS}
         log.info("%s %s: nDCG@10 %.4f", encoder.mteb_model_meta.name, spec.name, scores[spec.name]["ndcg_at_10"])
-        if isinstance(encoder, Encoder) and spec.folder is not None:
+        if isinstance(encoder, Encoder) and spec.folder is not None and spec.kind != "mteb":
             per_query[spec.name] = per_query_ndcg(encoder, spec)
     groups = {s.name: s.group for s in specs}
     return {
@@ -160,7 +160,7 @@ def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", mode
 
 
 def task_specs(cfg: EvaluationConfig, split: str | None = None, root: Path | None = None) -> list[TaskSpec]:
-    return [resolve(t, split or cfg.split, root) for t in cfg.tasks]
+    return [resolve(t, split or cfg.split, root, cfg.task_data) for t in cfg.tasks]
 
 
 def score_model(model, cfg: EvaluationConfig, name: str, specs: Sequence[TaskSpec], split: str,

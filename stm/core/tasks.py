@@ -9,7 +9,7 @@ authors' evaluation config, digest section 5.2), and :meth:`TaskSpec.metadata` g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -139,8 +139,11 @@ def describe_tasks(names: list[str], split: str = "test") -> list[dict]:
     return [resolve(n, split).record() | {"role": split} for n in names]
 
 
-def resolve(spec: str, split: str = "test", root: Path | None = None) -> TaskSpec:
-    """Map a task string to a :class:`TaskSpec`; an unknown name fails listing what is known."""
+def resolve(spec: str, split: str = "test", root: Path | None = None, task_data: str | Path | None = None) -> TaskSpec:
+    """Map a task string to a :class:`TaskSpec`; an unknown name fails listing what is known.
+
+    ``task_data``: a folder of local stand-ins for the MTEB tasks (the rehearsal); the task keeps mteb's metadata
+    (splits, subsets), only its data is read from ``<task_data>/<name>/<subset>/``."""
     root = Path(root or paths.TASKS)
     if spec in EMBEDDED_TASKS:
         folder = root / split / spec
@@ -150,7 +153,12 @@ def resolve(spec: str, split: str = "test", root: Path | None = None) -> TaskSpe
         return TaskSpec(spec, "embedded", info["group"], info["instruction"], split, folder)
     if spec in PAPER_TASKS:
         group, instruction, subsets = PAPER_TASKS[spec]
-        return TaskSpec(spec, "mteb", group, instruction, split, eval_splits=mteb_splits(spec, split),
+        folder = None
+        if task_data is not None:
+            folder = Path(task_data) / spec
+            if not folder.is_dir():
+                raise TaskError(f"task {spec!r}: no local stand-in at {folder} (evaluation.task_data)")
+        return TaskSpec(spec, "mteb", group, instruction, split, folder, eval_splits=mteb_splits(spec, split),
                         subsets=tuple(subsets) if subsets else None)
     folder = Path(spec)
     if folder.is_dir() and (folder / "corpus.jsonl").exists():
@@ -171,8 +179,39 @@ def to_mteb(task: TaskSpec):
         t = mteb.get_task(task.name, eval_splits=list(task.splits),
                           hf_subsets=list(task.subsets) if task.subsets else None)
         t.metadata = t.metadata.model_copy(update={"prompt": {"query": task.instruction}})
+        if task.folder is not None:  # a local stand-in: mteb's task and metadata, our data
+            t.load_data = _stand_in_loader(t, task)
         return t
     return _local_task(task)
+
+
+def mteb_subsets(task: TaskSpec) -> list[str]:
+    """The hf_subsets mteb scores for an MTEB task ("default" for a task without subsets)."""
+    t = to_mteb(replace(task, folder=None))
+    return list(t.hf_subsets) if t.metadata.is_multilingual else ["default"]
+
+
+def _stand_in_loader(t, task: TaskSpec):
+    """``load_data`` for an mteb task whose data is ``<folder>/<subset>/`` BEIR folders, one qrels file per split."""
+    import datasets
+
+    def load_data(**kwargs):
+        t.dataset = {}
+        for subset in (t.hf_subsets if t.metadata.is_multilingual else ["default"]):
+            for split in task.splits:
+                folder = task.folder / subset
+                if not (folder / "qrels" / f"{split}.tsv").exists():
+                    raise TaskError(f"task {task.name!r}: stand-in {folder} has no qrels/{split}.tsv "
+                                    f"(mteb scores subset {subset!r}, split {split!r})")
+                data = read_beir(folder, split)
+                t.dataset.setdefault(subset, {})[split] = {
+                    "corpus": datasets.Dataset.from_dict({"id": list(data.corpus), "text": list(data.corpus.values())}),
+                    "queries": datasets.Dataset.from_dict({"id": list(data.queries),
+                                                           "text": list(data.queries.values())}),
+                    "relevant_docs": data.qrels, "top_ranked": None}
+        t.data_loaded = True
+
+    return load_data
 
 
 def _local_task(task: TaskSpec):

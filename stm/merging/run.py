@@ -106,7 +106,8 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     names = list(adapters)
     adapter_dirs = [adapters[n] for n in names]
     # the dev sets candidates are scored on: seeded subsets written once beside the output and kept (recorded below)
-    dev_specs = sample_tasks([resolve(t, "dev") for t in (mcfg.dev_tasks or ecfg.tasks)], mcfg.dev_sample,
+    dev_specs = sample_tasks([resolve(t, "dev", task_data=ecfg.task_data) for t in (mcfg.dev_tasks or ecfg.tasks)],
+                             mcfg.dev_sample,
                              out_root.parent / f".{out_root.name}-dev")
     test_specs = task_specs(ecfg, "test")
     template = adapter_dirs[0]

@@ -5,7 +5,7 @@ is reproducible, and it can misbehave on purpose (server errors, rate limits, la
 generator's retries, back-off and concurrency. Used by the tests, the rehearsal DAG and
 ``benchmarks/generator_concurrency.py``.
 
-    python -m stm.rehearsal.fake_openai --port 8765      # serve until interrupted
+    python -m stm rehearsal serve --port 18765      # serve until interrupted (the rehearsal's endpoint)
 """
 
 from __future__ import annotations
@@ -103,11 +103,11 @@ class FakeOpenAI:
         self.httpd.server_close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=18765)
     p.add_argument("--latency", type=float, default=0.0)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     server = FakeOpenAI(args.port, Behaviour(latency_s=args.latency))
     print(f"fake OpenAI endpoint at {server.url}", flush=True)
     server.httpd.serve_forever()

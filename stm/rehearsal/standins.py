@@ -13,6 +13,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stm.core.beir import write_beir
+from stm.core.tasks import mteb_subsets, resolve
+from stm.data.bmretriever import PAPER_SIZES
 from stm.io import atomic_path, write_json
 
 CORPUS = (
@@ -110,3 +113,86 @@ def build_model(name: str, out: Path, seed: int = 0) -> Path:
         write_json(tmp / "stm_asset.json", {"source": spec.hub_id, "revision": "rehearsal-stand-in",
                                             "stand_in": True, "tokenizer_class": spec.tokenizer_class})
     return Path(out)
+
+
+# ----------------------------------------------------------------------------------------------- data and tasks
+TOPICS = ("statins and cholesterol", "covid vaccine response", "tumor gene expression", "asthma in children",
+          "insulin resistance", "heart failure drugs", "malaria in travellers", "sleep and memory",
+          "influenza antivirals", "kidney stones diet", "migraine triggers", "obesity surgery outcomes")
+
+
+def _passage(topic: str, k: int) -> str:
+    return (f"A study of {topic} in {40 + 7 * k} patients found that {topic} changed clinical outcomes; "
+            f"the analysis reports risk, dose and response for {topic} over {k + 1} years.")
+
+
+def build_ft_data(out: Path, scale: int = 1) -> Path:
+    """A BMRetriever ``ft_data.json`` stand-in: JSON lines of ``{"query": [instruction, query], "pos": [...],
+    "neg": [...]}``, with the instructions the split mapping reads, in Table 2's proportions (x ``scale``)."""
+    instructions = {
+        "search": ["Given a web search query, retrieve relevant passages that answer the query"],
+        "nlu": ["Given a question, retrieve Wikipedia passages that answer the question",
+                "Given a claim, retrieve documents that support or refute the claim",
+                "Given a premise, retrieve a hypothesis that is entailed by the premise"],
+        "med_real": ["Given a medical question, retrieve answers from doctors"],
+        "med_synth": ["Given a query, find articles that discuss the correlation between a lifestyle factor and a "
+                      "disease"],
+    }
+    rows = []
+    for split, n in PAPER_SIZES.items():
+        for i in range(round(n / 1000) * scale // 10):  # Table 2 / 10,000, times scale
+            topic, other = TOPICS[i % len(TOPICS)], TOPICS[(i + 5) % len(TOPICS)]
+            ins = instructions[split][i % len(instructions[split])]
+            rows.append({"query": [ins, f"what is known about {topic} ({split} {i})"],
+                         "pos": [_passage(topic, i)], "neg": [_passage(other, i)]})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return out
+
+
+def build_negatives(ft_data: Path, out: Path) -> Path:
+    """A stand-in for ``ikim-uk-essen/stm_gpt5_hard_negatives``: ``bmretriever_index``, ``hard_negative``; every
+    tenth row has none released (the join must count it)."""
+    n = sum(1 for _ in ft_data.open())
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(json.dumps({"bmretriever_index": i, "hard_negative": "A synthetic passage on "
+                                             f"{TOPICS[(i + 3) % len(TOPICS)]} that does not answer the query."})
+                                 for i in range(n) if i % 10) + "\n")
+    return out
+
+
+def build_tasks(out: Path, tasks: list[str], dev_tasks: list[str], queries: int = 6, corpus: int = 24) -> Path:
+    """Stand-ins for MTEB tasks: ``<out>/<task>/<subset>/`` BEIR folders with qrels for every split mteb scores
+    (the test tasks' own splits, e.g. NanoFEVER's ``train`` and CUREv1's disciplines; ``dev`` for the dev sets)."""
+    roles = {t: ["test"] for t in tasks}
+    for t in dev_tasks:
+        roles.setdefault(t, []).append("dev")
+    for name, wanted in roles.items():
+        specs = [resolve(name, role) for role in wanted]
+        splits = [s for spec in specs for s in spec.splits]
+        for subset in mteb_subsets(specs[0]):
+            docs = {f"d{k}": _passage(TOPICS[k % len(TOPICS)], k) for k in range(corpus)}
+            qs, qrels = {}, {}
+            for j, split in enumerate(splits):
+                for i in range(queries):
+                    qid, k = f"{split}-q{i}", (i + j) % corpus
+                    qs[qid] = f"what is known about {TOPICS[k % len(TOPICS)]} ({split} {i})"
+                    qrels.setdefault(split, {})[qid] = {f"d{k}": 1}
+            folder = out / name / subset
+            write_beir(folder, docs, qs, qrels[splits[0]], splits[0], {"name": name, "stand_in": True})
+            for split in splits[1:]:
+                with (folder / "qrels" / f"{split}.tsv").open("w") as f:
+                    f.write("query-id\tcorpus-id\tscore\n")
+                    f.writelines(f"{q}\t{d}\t{s}\n" for q, docs_ in qrels[split].items() for d, s in docs_.items())
+    return out
+
+
+def build_all(root: Path, tasks: list[str], dev_tasks: list[str]) -> dict[str, str]:
+    """Everything the rehearsal profile reads instead of the hub, under ``root``."""
+    root = Path(root)
+    out = {name: str(build_model(name, root / "models" / name)) for name in STANDINS}
+    ft = build_ft_data(root / "ft_data.json")
+    out |= {"ft_data": str(ft), "negatives": str(build_negatives(ft, root / "negatives.jsonl")),
+            "tasks": str(build_tasks(root / "tasks", tasks, dev_tasks))}
+    return out
