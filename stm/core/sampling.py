@@ -44,7 +44,7 @@ def load_full(spec: TaskSpec) -> BeirData:
     """All of a task's corpus, queries and judgements for its split(s): local folders, or mteb's loader.
 
     An mteb task with several splits or subsets (CUREv1's disciplines) is pooled, ids prefixed by subset/split."""
-    if spec.folder is not None:
+    if spec.kind != "mteb":
         return read_task(spec)
     task = to_mteb(spec)
     task.load_data()
