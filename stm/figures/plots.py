@@ -117,10 +117,10 @@ def variants_figure(dpi: int = 120) -> Path:
     if not ours:
         _not_run(axes[0], "variant")
     else:
-        axes[0].legend(fontsize=8)
+        axes[0].legend(fontsize=7, loc="lower center", ncol=3)
     axes[0].set_title("ours: experts by variant")
     axes[0].set_ylabel("avg nDCG@10")
-    expert = sorted(ours)[0] if ours else "search"
+    expert = "search" if "search" in ours or not ours else sorted(ours)[0]  # the paper's Table 4 row we plot
     for b in PAPER_BACKBONE_LABELS:
         vals = [p[b][v].get(expert, p[b][v]["avg"]) for v in order]
         axes[1].plot(["FT", "SHN", "PO", "SHN+PO"], vals, marker="o", label=PAPER_BACKBONE_LABELS[b])

@@ -122,8 +122,10 @@ TOPICS = ("statins and cholesterol", "covid vaccine response", "tumor gene expre
 
 
 def _passage(topic: str, k: int) -> str:
-    return (f"A study of {topic} in {40 + 7 * k} patients found that {topic} changed clinical outcomes; "
-            f"the analysis reports risk, dose and response for {topic} over {k + 1} years.")
+    """Three sentences, as an abstract has (the pre-training ablation cuts one out as the query)."""
+    return (f"A study of {topic} in {40 + 7 * k} patients found that {topic} changed clinical outcomes. "
+            f"The analysis reports risk, dose and response for {topic} over {k + 1} years of follow-up. "
+            f"Further trials of {topic} in larger cohorts are needed before any change in practice.")
 
 
 def build_ft_data(out: Path, scale: int = 1) -> Path:
