@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stm import paths
 
@@ -27,6 +27,25 @@ PRESET_GROUPS = ("training", "prompts")  # what a backbone preset (params.yaml `
 SPLIT_NAMES = ("med_real", "med_synth", "search", "nlu")
 EXPERTS = (*SPLIT_NAMES, "all")
 VARIANTS = ("ft", "shn", "po", "shn_po")
+
+
+def resolve_dtype(name: str) -> str:
+    """The one place that reads ``dtype: auto``: bfloat16 on a GPU and on a CPU with AMX-BF16 tiles, else float32.
+
+    Measured, 2 cores, 2048x2048 matmul: with AMX (this repository's 2026-12 machine) bf16 runs at about 6x fp32;
+    without it (AVX-512F only, the 2026-11-28 machine) bf16 is emulated and runs at 0.41x fp32
+    (``benchmarks/results/profile_step*.json``). A config keeps the resolved name, so records show what ran.
+    """
+    if name != "auto":
+        return name
+    import torch  # only for ``auto``: validating a config needs no torch otherwise
+
+    if torch.cuda.is_available() or torch.cpu._is_amx_tile_supported():
+        return "bfloat16"
+    return "float32"
+
+
+Dtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], AfterValidator(resolve_dtype)]
 
 
 class ConfigError(ValueError):
@@ -147,7 +166,7 @@ class EvaluationConfig(Strict):
     split: Literal["test", "dev"] = "test"
     baselines: list[Literal["bm25", "minilm"]] = ["bm25", "minilm"]
     batch_size: int = Field(default=32, ge=1)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = Field(default="auto", validate_default=True)
     task_data: str | None = Field(default=None, description="Folder of local stand-ins for the MTEB tasks "
                                   "(<task>/<subset>/ BEIR folders, qrels per split); null: mteb loads them from the hub.")
 
@@ -235,7 +254,7 @@ class TrainingConfig(Strict):
                                              "one per GPU when there are several; 1: in-process.")
     bidirectional: bool = False
     gradient_checkpointing: bool = False
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Dtype = Field(default="auto", validate_default=True)
     checkpoint_every: int = Field(default=10, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int = 13
@@ -298,7 +317,7 @@ class MergingConfig(Strict):
     dev_sample: DevSampleConfig = DevSampleConfig()
     search: MergeSearchConfig = MergeSearchConfig()
     budgets: dict[str, int] = Field(default={"ties": 4}, description="Per-method budget overrides (mergekit-scored methods are slow).")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = Field(default="float32", validate_default=True)  # the merge arithmetic (mergekit)
 
     @field_validator("experts")
     @classmethod

@@ -91,7 +91,8 @@ def test_params_yaml_is_the_one_source_of_defaults():
     wrong = []
     for group, model in config.GROUPS.items():
         section = {k: v for k, v in (raw.get(group) or {}).items() if k != "profiles"}
-        wrong += diff(section, model().model_dump(mode="json"), group)
+        # model_construct: the defaults as written (validation would resolve ``dtype: auto`` for this machine)
+        wrong += diff(section, model.model_construct().model_dump(mode="json"), group)
     assert not wrong, "\n".join(wrong)
 
 
@@ -175,3 +176,20 @@ def test_every_expert_of_table_4_gets_a_cell_and_its_own_record(monkeypatch, tmp
     assert {result_path(e, n) for e, n, _ in cells} == {tmp_path / "ablations" / "variant_2" / f"{e}.json"
                                                          for e in a.variant_experts}
     assert result_path("all", "size/0-1") == tmp_path / "ablations" / "size_0-1.json"
+
+
+def test_dtype_auto_is_resolved_in_one_place_and_configs_keep_the_result(monkeypatch):
+    """``auto``: bf16 where the CPU has AMX-BF16 tiles (or on a GPU), float32 where bf16 would be emulated."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert config.validate("training", {"dtype": "auto"}).dtype == "float32"
+    assert config.validate("evaluation", {}).dtype == "float32"  # the default is resolved too
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert config.validate("training", {"dtype": "auto"}).dtype == "bfloat16"
+    assert config.validate("training", {"dtype": "float32"}).dtype == "float32"  # an explicit choice stays
+    assert config.load("training", profile="smoke").dtype == "float32"  # CI's numbers: the same on every CPU
+    assert config.load("merging", profile="embedded").dtype == "float32"
+    with pytest.raises(ConfigError, match="training.dtype"):
+        config.validate("training", {"dtype": "int8"})
