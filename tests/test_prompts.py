@@ -54,6 +54,8 @@ def test_po_training_reads_the_selected_pool(tiny_model, processed, tmp_path):
     rows, record = load_rows(tiny_cfg(tiny_model, variant="po"), "nlu", processed)
     assert {r["instruction"] for r in rows} == {"P one", "P two"}
     assert record["prompts"]["optimizer"] == "gp"
+    write_json(processed / "prompts" / "selected.json", {"optimizer": "gp", "size": 10, "pools": {"*": ["P one"]}})
+    assert load_rows(tiny_cfg(tiny_model, variant="po"), "nlu", processed)[1]["prompts"]["optimizer"] == "gp10"
 
 
 def test_gepa_runs_through_the_library_on_dev_rows_and_saves_history(tiny_model, processed, tmp_path, monkeypatch):

@@ -23,6 +23,16 @@ def prompts_file(processed: Path | None = None) -> Path:
     return Path(processed or paths.PROCESSED) / "prompts" / "selected.json"
 
 
+def optimizer_name(selected: dict) -> str | None:
+    """The prompt optimizer as the paper names it (Table 6, Table 10): ``gp10``, ``gepa-medium``, ``none``."""
+    name = selected.get("optimizer")
+    if name == "gp" and selected.get("size") is not None:
+        return f"gp{selected['size']}"
+    if name == "gepa" and selected.get("budget"):
+        return f"gepa-{selected['budget']}"
+    return name
+
+
 def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None) -> tuple[list[dict], dict]:
     """Read, check and prepare the rows; returns (rows, record of files, hashes and prompts)."""
     variant = cfg.variant_for(expert)
@@ -54,7 +64,7 @@ def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None) -
             if not pool:
                 raise DataError(f"{pf}: no prompt pool for split {r['split']!r} (found {sorted(pools)})")
             r["instruction"] = rng.choice(pool)
-        record["prompts"] = {"file": str(pf.name), "sha256": sha256_file(pf), "optimizer": selected.get("optimizer")}
+        record["prompts"] = {"file": str(pf.name), "sha256": sha256_file(pf), "optimizer": optimizer_name(selected)}
     if len(rows) < 2:
         raise DataError(f"expert {expert!r}: {len(rows)} training rows in {[str(f) for f in files]}; need at least 2")
     record["rows"] = len(rows)
