@@ -135,6 +135,8 @@ def test_results_record_what_moves_the_numbers(smoke_repo):
     assert not (repo / "artifacts" / ".merged-inputs").exists()
     assert not list((repo / "artifacts" / "merged").glob("**/experts"))
     assert not str(repo) in json.dumps(merging["methods"]["ties"]["mergekit_config"])
+    for name in ("backbone.json", "baselines.json", "data_stats.json", "synthesis.json"):  # no machine path anywhere
+        assert str(repo) not in (repo / "results" / name).read_text(), name
 
 
 @pytest.mark.slow

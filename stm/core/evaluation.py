@@ -186,7 +186,7 @@ def evaluate_backbone(backbone: str, cfg: EvaluationConfig, fmt, name: str = "ba
     """An untrained decoder in a given format (the 'before training' row)."""
     instructions = {s.name: s.instruction for s in task_specs(cfg)}
     model = R.build(backbone, fmt, cfg.dtype, bidirectional, instructions)
-    return score_model(model, cfg, name, task_specs(cfg), cfg.split, {"backbone": backbone}, out)
+    return score_model(model, cfg, name, task_specs(cfg), cfg.split, {"backbone": R.portable(backbone)}, out)
 
 
 def dev_score(result: dict, ndcg_weight: float) -> float:

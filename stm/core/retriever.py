@@ -276,7 +276,7 @@ def describe(model: SentenceTransformer) -> dict:
     cfg = base.get_base_model().config if peft else base.config
     peft = peft or bool(getattr(base, "_hf_peft_config_loaded", False))  # the adapter SentenceTransformer(path) injects
     return {
-        "model": _portable(getattr(cfg, "_name_or_path", "")),
+        "model": portable(getattr(cfg, "_name_or_path", "")),
         "adapter": peft,
         "pooling": pool.pooling_mode,
         "include_prompt": pool.include_prompt,
@@ -290,7 +290,7 @@ def describe(model: SentenceTransformer) -> dict:
     }
 
 
-def _portable(path: str) -> str:
+def portable(path: str) -> str:
     """A repository-relative path where the path is inside the repository (results carry no machine paths)."""
     try:
         return str(Path(path).resolve().relative_to(paths.ROOT.resolve()))
