@@ -1,6 +1,6 @@
 """Where a training step's time goes, by operator, on this machine: the training stage's own ``Step``.
 
-Usage: python benchmarks/profile_step.py [--expert search] [--steps 3]
+Usage: python benchmarks/profile_step.py [--expert search] [--steps 3] [--out profile_step]
 
 Profiles ``stm.training.train.Step`` (the function the training stage runs) on real embedded triples with
 ``torch.profiler``, once per dtype (float32, bfloat16), after one warm-up step. Writes the top operators by
@@ -60,16 +60,17 @@ def main():
     ap.add_argument("--expert", default="search")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--out", default="profile_step", help="result name: one per kind of machine (profile_step_amx)")
     args = ap.parse_args()
     base = config.load("training", profile="embedded")
     rows, _ = load_rows(base, args.expert)
-    out = {"expert": args.expert, "batch": base.batch_size, "format": base.format.model_dump(), "dtypes": {}}
+    out = {"expert": args.expert, "amx_bf16": torch.cpu._is_amx_tile_supported(), "batch": base.batch_size, "format": base.format.model_dump(), "dtypes": {}}
     for dtype in ("float32", "bfloat16"):
         out["dtypes"][dtype] = run(base.model_copy(update={"dtype": dtype}), rows, args.steps, args.top)
         print(dtype, {k: v for k, v in out["dtypes"][dtype].items() if k != "top_operators"}, flush=True)
     f32, b16 = out["dtypes"]["float32"], out["dtypes"]["bfloat16"]
     out["speedup_float32_vs_bfloat16"] = round(f32["tokens_per_s"] / b16["tokens_per_s"], 2)
-    save("profile_step", out)
+    save(args.out, out)
 
 
 if __name__ == "__main__":
