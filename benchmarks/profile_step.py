@@ -64,7 +64,8 @@ def main():
     args = ap.parse_args()
     base = config.load("training", profile="embedded")
     rows, _ = load_rows(base, args.expert)
-    out = {"expert": args.expert, "amx_bf16": torch.cpu._is_amx_tile_supported(), "batch": base.batch_size, "format": base.format.model_dump(), "dtypes": {}}
+    out = {"expert": args.expert, "amx_bf16": torch.cpu._is_amx_tile_supported(), "batch": base.batch_size,
+           "format": base.format.model_dump(), "dtypes": {}}
     for dtype in ("float32", "bfloat16"):
         out["dtypes"][dtype] = run(base.model_copy(update={"dtype": dtype}), rows, args.steps, args.top)
         print(dtype, {k: v for k, v in out["dtypes"][dtype].items() if k != "top_operators"}, flush=True)

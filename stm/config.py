@@ -32,9 +32,9 @@ VARIANTS = ("ft", "shn", "po", "shn_po")
 def resolve_dtype(name: str) -> str:
     """The one place that reads ``dtype: auto``: bfloat16 on a GPU and on a CPU with AMX-BF16 tiles, else float32.
 
-    Measured, 2 cores, 2048x2048 matmul: with AMX (this repository's 2026-12 machine) bf16 runs at about 6x fp32;
-    without it (AVX-512F only, the 2026-11-28 machine) bf16 is emulated and runs at 0.41x fp32
-    (``benchmarks/results/profile_step*.json``). A config keeps the resolved name, so records show what ran.
+    Measured on 2 cores (``benchmarks/profile_step.py``): with AMX (``profile_step_amx.json``) a 1024x1024 bf16
+    matmul runs at 3.9x fp32 and a training step at 1.34x; without it (AVX-512F only, ``profile_step.json``) bf16 is
+    emulated and a step runs at 0.40x fp32. A config keeps the resolved name, so records show what ran.
     """
     if name != "auto":
         return name
