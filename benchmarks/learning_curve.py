@@ -34,7 +34,8 @@ def main():
     ap.add_argument("--steps", type=int, default=160)
     ap.add_argument("--every", type=int, default=20)
     args = ap.parse_args()
-    cfg = config.load("training", profile="embedded").model_copy(update={"max_steps": args.steps})
+    base = config.load("training", profile="embedded")
+    cfg = base.model_copy(update={"max_steps": args.steps})
     ecfg = config.load("evaluation", profile="embedded")
     rows, data_record = load_rows(cfg, args.expert)
     specs = task_specs(ecfg, "dev")
@@ -47,9 +48,8 @@ def main():
     order = batch_order(len(rows), cfg.batch_size, args.steps, cfg.seed)
 
     def dev_point(done: int, tokens: int, train_s: float) -> dict:
-        model.eval()
-        with torch.no_grad():
-            r = score_model(model, ecfg, f"{args.expert}@{done}", specs, "dev")
+        model.eval()  # score_model encodes without gradients
+        r = score_model(model, ecfg, f"{args.expert}@{done}", specs, "dev")
         model.train()
         point = {"step": done, "tokens": tokens, "train_seconds": round(train_s, 1),
                  "dev_ndcg_at_10": r["averages"]["all"],
@@ -65,7 +65,7 @@ def main():
         train_s += time.perf_counter() - t0
         if (i + 1) % args.every == 0 or i + 1 == args.steps:
             curve.append(dev_point(i + 1, tokens, train_s))
-    main_line = config.load("training", profile="embedded").max_steps
+    main_line = base.max_steps
     save("learning_curve", {"expert": args.expert, "steps": args.steps, "every": args.every,
                             "main_line_steps": main_line, "batch_size": cfg.batch_size,
                             "learning_rate": cfg.learning_rate, "dtype": cfg.dtype, "data": data_record,
