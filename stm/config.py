@@ -1,13 +1,14 @@
 """Typed, validated configuration between ``params.yaml`` and the code.
 
-``params.yaml`` has a top-level ``profile`` and one group per stage. Each group holds the values of
-the default ``embedded`` profile, plus an optional ``profiles:`` mapping with per-profile overrides
-(``smoke``, ``paper``). A top-level ``backbones:`` mapping holds per-backbone presets (Table 9's learning
-rate and batch, Table 6's expert variants, the PO method): the profile's ``training.backbone`` picks one,
-whose values sit between a group's own values and the profile's overrides. A stage resolves only its own
-group (and the preset's part of it), so DVC reruns only what a change touches. Every group is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or
-an impossible value fails at once with the file and the dotted key named.
-"""
+``params.yaml`` has a top-level ``profile``, one group per stage holding the default ``embedded`` values, and a
+top-level ``profiles:`` mapping with one block per profile (``smoke``, ``paper``, ``rehearsal``), each a mapping of
+group -> overrides. A top-level ``backbones:`` mapping holds per-backbone presets (Table 9's learning rate and batch,
+Table 6's expert variants, the PO method): the profile's ``training.backbone`` picks one, whose values sit between a
+group's own values and the profile's overrides. A stage resolves only its own groups, and DVC tracks
+``profiles.<profile>.<group>`` for the active profile only, so editing one profile reruns only its stages. The
+rehearsal inherits the paper block through YAML merge keys, which both DVC and this loader see resolved. Every group
+is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or an impossible value fails at once with
+the file and the dotted key named."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from stm import paths
 
 PROFILES = ("embedded", "smoke", "paper", "rehearsal")
-# a profile that starts from another's overrides: the rehearsal is the paper profile, shrunk, on local stand-ins
-PARENT = {"rehearsal": "paper"}
 PRESET_GROUPS = ("training", "prompts")  # what a backbone preset (params.yaml `backbones:`) may set
 SPLIT_NAMES = ("med_real", "med_synth", "search", "nlu")
 EXPERTS = (*SPLIT_NAMES, "all")
@@ -87,6 +86,9 @@ class GenerationConfig(Strict):
     max_retries: int = Field(default=2, ge=0, description="Retries per request on 408/409/429/5xx and lost "
                              "connections, with exponential back-off that honours Retry-After (the openai client's).")
     concurrency: int = Field(default=1, ge=1, description="Requests in flight at once (kind=openai).")
+    dtype: Dtype = Field(default="float32", validate_default=True, description="kind=local: the model's dtype; "
+                         "float32 gives the same generations on any CPU (greedy bf16 and fp32 decoding differ), "
+                         "auto: bf16 where it is native (resolve_dtype).")
 
 
 class EvalSetConfig(Strict):
@@ -166,7 +168,7 @@ class EvaluationConfig(Strict):
     split: Literal["test", "dev"] = "test"
     baselines: list[Literal["bm25", "minilm"]] = ["bm25", "minilm"]
     batch_size: int = Field(default=32, ge=1)
-    dtype: Dtype = Field(default="auto", validate_default=True)
+    dtype: Dtype = Field(default="float32", validate_default=True)
     task_data: str | None = Field(default=None, description="Folder of local stand-ins for the MTEB tasks "
                                   "(<task>/<subset>/ BEIR folders, qrels per split); null: mteb loads them from the hub.")
 
@@ -254,7 +256,7 @@ class TrainingConfig(Strict):
                                              "one per GPU when there are several; 1: in-process.")
     bidirectional: bool = False
     gradient_checkpointing: bool = False
-    dtype: Dtype = Field(default="auto", validate_default=True)
+    dtype: Dtype = Field(default="float32", validate_default=True)
     checkpoint_every: int = Field(default=10, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int = 13
@@ -406,43 +408,53 @@ def load(group: str, path: Path | None = None, profile: str | None = None, **ove
     if group not in GROUPS:
         raise ConfigError(f"unknown params group {group!r}; expected one of {list(GROUPS)}")
     raw = read_params(path)
-    unknown = set(raw) - set(GROUPS) - {"profile", "backbones"}
+    unknown = set(raw) - set(GROUPS) - {"profile", "profiles", "backbones"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
     profile = profile or active_profile(raw, path)
-    section, per_profile = _section(raw, group, path)
     backbone = overrides.get("backbone") if group == "training" and "backbone" in overrides else None
     preset = backbone_preset(raw, profile, path, backbone).get(group, {})
-    resolved = _deep_merge(_deep_merge(section, preset), profile_overrides(per_profile, profile))
+    resolved = _deep_merge(_deep_merge(_section(raw, group, path), preset), profile_overrides(raw, profile, group, path))
     resolved = _deep_merge(resolved, overrides)
     return validate(group, resolved, source=f"{path} (profile {profile})")
 
 
-def _section(raw: dict, group: str, path) -> tuple[dict, dict]:
-    """A group's own values and its per-profile overrides."""
-    if not isinstance(raw.get(group) or {}, dict):
+def _section(raw: dict, group: str, path) -> dict:
+    """A group's own values: the ``embedded`` profile's."""
+    section = raw.get(group) or {}
+    if not isinstance(section, dict):
         raise ConfigError(f"{path}: {group}: must be a mapping")
-    section = dict(raw.get(group) or {})
-    per_profile = section.pop("profiles", {}) or {}
-    bad = set(per_profile) - set(PROFILES)
+    if "profiles" in section:
+        raise ConfigError(f"{path}: {group}.profiles: a profile's overrides live in the top-level `profiles:` block "
+                          f"(profiles.<profile>.{group}), not inside the group")
+    return dict(section)
+
+
+def profile_overrides(raw: dict, profile: str, group: str, path="params.yaml") -> dict:
+    """``profiles.<profile>.<group>``: one profile's overrides of one group (none when the block does not name it)."""
+    blocks = raw.get("profiles") or {}
+    if not isinstance(blocks, dict):
+        raise ConfigError(f"{path}: profiles: must be a mapping of profile -> group -> overrides")
+    bad = sorted(set(blocks) - set(PROFILES))
     if bad:
-        raise ConfigError(f"{path}: {group}.profiles: unknown profile(s) {sorted(bad)}")
-    return section, per_profile
-
-
-def profile_overrides(per_profile: dict, profile: str) -> dict:
-    """A profile's overrides of one group, on top of its parent profile's (``PARENT``)."""
-    parent = PARENT.get(profile)
-    base = profile_overrides(per_profile, parent) if parent else {}
-    return _deep_merge(base, per_profile.get(profile) or {})
+        raise ConfigError(f"{path}: profiles: unknown profile(s) {bad}; expected some of {list(PROFILES)}")
+    for name, block in blocks.items():  # every block: a typo in another profile fails now, not when it is run
+        if not isinstance(block or {}, dict):
+            raise ConfigError(f"{path}: profiles.{name}: must be a mapping of group -> overrides")
+        bad = sorted(set(block or {}) - set(GROUPS))
+        if bad:
+            raise ConfigError(f"{path}: profiles.{name}: unknown group(s) {bad}; expected some of {list(GROUPS)}")
+        for g, overrides in (block or {}).items():
+            if not isinstance(overrides or {}, dict):
+                raise ConfigError(f"{path}: profiles.{name}.{g}: must be a mapping")
+    return (blocks.get(profile) or {}).get(group) or {}
 
 
 def backbone_preset(raw: dict, profile: str, path, backbone: str | None = None) -> dict[str, dict]:
     """The ``backbones:`` entry of the profile's ``training.backbone`` (Table 9's LR and batch, Table 6's variants,
     the PO method): the values it sets override the groups' own, and a profile's explicit values override it."""
     if backbone is None:
-        section, per_profile = _section(raw, "training", path)
-        backbone = _deep_merge(section, profile_overrides(per_profile, profile)).get(
+        backbone = _deep_merge(_section(raw, "training", path), profile_overrides(raw, profile, "training", path)).get(
             "backbone", GROUPS["training"].model_fields["backbone"].default)
     presets = raw.get("backbones") or {}
     if not isinstance(presets, dict):

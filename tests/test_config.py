@@ -17,7 +17,8 @@ def test_every_group_validates_in_every_profile_of_the_repository():
 
 
 def test_profile_overrides_apply_and_defaults_stay(tmp_path):
-    p = write(tmp_path, "profile: smoke\ntraining:\n  max_steps: 40\n  batch_size: 8\n  profiles:\n    smoke: {max_steps: 3}\n")
+    p = write(tmp_path, "profile: smoke\ntraining:\n  max_steps: 40\n  batch_size: 8\n"
+                        "profiles:\n  smoke: {training: {max_steps: 3}}\n")
     cfg = config.load("training", p)
     assert cfg.max_steps == 3 and cfg.batch_size == 8
     assert config.load("training", p, profile="embedded").max_steps == 40
@@ -31,7 +32,7 @@ def test_profile_overrides_apply_and_defaults_stay(tmp_path):
     ("merging:\n  experts: [med_real, cardiology]\n", "merging.experts"),  # unknown expert
     ("merging:\n  search: {alphas: [0.1, 1.5]}\n", "merging.search.alphas"),
     ("data:\n  split_sizes: {med_real: -3}\n", "data.split_sizes"),
-    ("training:\n  profiles:\n    smoke: {dtype: float8}\n", "training.dtype"),
+    ("profiles:\n  smoke: {training: {dtype: float8}}\n", "training.dtype"),              # in a profile block
 ])
 def test_bad_values_fail_naming_file_and_key(tmp_path, text, key):
     p = write(tmp_path, "profile: smoke\n" + text)
@@ -44,13 +45,47 @@ def test_bad_values_fail_naming_file_and_key(tmp_path, text, key):
 @pytest.mark.parametrize("text,match", [
     ("profile: huge\n", "profile: 'huge'"),
     ("trainin: {}\n", "unknown top-level key"),
-    ("training:\n  profiles:\n    huge: {}\n", "unknown profile"),
+    ("profiles:\n  huge: {training: {}}\n", r"profiles: unknown profile\(s\) \['huge'\]"),
+    ("profiles:\n  smoke: {trainin: {}}\n", r"profiles.smoke: unknown group\(s\) \['trainin'\]"),
+    ("profiles:\n  smoke: {training: [1]}\n", "profiles.smoke.training: must be a mapping"),
+    ("training:\n  profiles:\n    smoke: {}\n", "training.profiles: a profile's overrides live in the top-level"),
     ("training: [1, 2]\n", "training: must be a mapping"),
     ("training: {a: [\n", "not valid YAML"),
 ])
 def test_structural_errors_are_named(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
         config.load("training", write(tmp_path, text))
+
+
+def test_editing_one_profile_leaves_the_others_resolved_values_alone():
+    """What DVC tracks for a stage: its groups and `profiles.<active>.<group>`. A paper-only edit moves no embedded
+    or smoke value, and the rehearsal, which inherits the paper block through YAML merge keys, sees it."""
+    import yaml
+
+    from stm import paths
+
+    text = paths.PARAMS.read_text()
+    edited = text.replace("      warmup_steps: 100\n", "      warmup_steps: 101\n", 1)
+    assert edited != text
+    before, after = yaml.safe_load(text), yaml.safe_load(edited)
+    for profile in ("embedded", "smoke"):
+        assert before["profiles"][profile] == after["profiles"][profile]
+    assert before["training"] == after["training"]
+    assert after["profiles"]["rehearsal"]["training"]["warmup_steps"] == 2  # its own value wins
+    edited = text.replace("      epochs: 1\n", "      epochs: 2\n", 1)
+    assert yaml.safe_load(edited)["profiles"]["rehearsal"]["training"]["epochs"] == 2  # inherited from paper
+
+
+def test_every_profile_block_names_every_group_dvc_tracks():
+    """DVC fails on a missing `profiles.<profile>.<group>` key; the committed file names each one ({}: none)."""
+    import yaml
+
+    from stm import paths
+
+    raw = yaml.safe_load(paths.PARAMS.read_text())
+    assert set(raw["profiles"]) == set(config.PROFILES)
+    for profile, block in raw["profiles"].items():
+        assert set(block) == set(config.GROUPS), profile
 
 
 def test_missing_params_file_is_named(tmp_path):
@@ -90,7 +125,7 @@ def test_params_yaml_is_the_one_source_of_defaults():
 
     wrong = []
     for group, model in config.GROUPS.items():
-        section = {k: v for k, v in (raw.get(group) or {}).items() if k != "profiles"}
+        section = raw.get(group) or {}
         # model_construct: the defaults as written (validation would resolve ``dtype: auto`` for this machine)
         wrong += diff(section, model.model_construct().model_dump(mode="json"), group)
     assert not wrong, "\n".join(wrong)
@@ -122,8 +157,8 @@ def test_one_key_selects_a_backbone_preset_table_9_and_table_6():
 
 def test_a_preset_sits_between_the_group_and_the_profile(tmp_path):
     p = write(tmp_path, "profile: paper\nbackbones:\n  big: {training: {learning_rate: 0.01, batch_size: 64},"
-                        " prompts: {optimizer: gepa}}\ntraining:\n  learning_rate: 0.1\n  profiles:\n"
-                        "    paper: {backbone: big, batch_size: 32}\nprompts: {}\n")
+                        " prompts: {optimizer: gepa}}\ntraining:\n  learning_rate: 0.1\nprofiles:\n"
+                        "  paper: {training: {backbone: big, batch_size: 32}}\nprompts: {}\n")
     t = config.load("training", p)
     assert (t.learning_rate, t.batch_size) == (0.01, 32)  # preset over the group, the profile over the preset
     assert config.load("prompts", p).optimizer == "gepa"
@@ -149,9 +184,8 @@ def test_every_backbone_preset_of_the_repository_validates():
     assert set(raw["backbones"]) == {"qwen3-0.6b", "gemma-2b", "phi4-mini"}
     for backbone, preset in raw["backbones"].items():
         for group, values in preset.items():
-            section = {k: v for k, v in raw[group].items() if k != "profiles"}
-            config.validate(group, config._deep_merge(config._deep_merge(section, values),
-                                                      raw[group].get("profiles", {}).get("paper", {})),
+            config.validate(group, config._deep_merge(config._deep_merge(raw[group], values),
+                                                      raw["profiles"]["paper"][group]),
                             source=f"backbones.{backbone}")
 
 
@@ -179,17 +213,23 @@ def test_every_expert_of_table_4_gets_a_cell_and_its_own_record(monkeypatch, tmp
 
 
 def test_dtype_auto_is_resolved_in_one_place_and_configs_keep_the_result(monkeypatch):
-    """``auto``: bf16 where the CPU has AMX-BF16 tiles (or on a GPU), float32 where bf16 would be emulated."""
+    """``auto``: bf16 where the CPU has AMX-BF16 tiles (or on a GPU), float32 where bf16 would be emulated. The
+    embedded default is float32 (reproducible across CPUs); ``auto`` is a setting a user opts into."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert config.validate("training", {"dtype": "auto"}).dtype == "float32"
-    assert config.validate("evaluation", {}).dtype == "float32"  # the default is resolved too
+    assert config.validate("evaluation", {"dtype": "auto"}).dtype == "float32"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert config.validate("training", {"dtype": "auto"}).dtype == "bfloat16"
     assert config.validate("training", {"dtype": "float32"}).dtype == "float32"  # an explicit choice stays
-    assert config.load("training", profile="smoke").dtype == "float32"  # CI's numbers: the same on every CPU
+    assert config.validate("data", {"med_synth_generator": {"dtype": "auto"}}).med_synth_generator.dtype == "bfloat16"
+    # the embedded and smoke numbers are the same on every CPU, AMX or not: float32 training, scoring and generation
+    for profile in ("embedded", "smoke"):
+        assert config.load("training", profile=profile).dtype == config.load("evaluation", profile=profile).dtype \
+            == config.load("data", profile=profile).med_synth_generator.dtype \
+            == config.load("synthesis", profile=profile).generator.dtype == "float32"
     assert config.load("merging", profile="embedded").dtype == "float32"
     with pytest.raises(ConfigError, match="training.dtype"):
         config.validate("training", {"dtype": "int8"})

@@ -95,7 +95,7 @@ def test_the_paper_profile_runs_gepa_as_the_paper_set_it_up(tmp_path):
     from stm import paths
 
     raw = yaml.safe_load(paths.PARAMS.read_text())
-    raw["training"]["profiles"]["paper"]["backbone"] = "gemma-2b"  # the one key that switches backbone
+    raw["profiles"]["paper"]["training"]["backbone"] = "gemma-2b"  # the one key that switches backbone
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     gemma = config.load("prompts", tmp_path / "params.yaml", profile="paper")
     assert (gemma.optimizer, gemma.gepa.budget) == ("gepa", "medium")

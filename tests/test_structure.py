@@ -179,16 +179,18 @@ def stage_param_groups(cmd: str) -> set[str]:
     # a backbone preset (params.yaml `backbones:`) feeds the training and prompts groups
     if not groups:
         return set()
-    return {"profile", *groups} | ({"backbones"} if groups & {"training", "prompts"} else set())
+    return ({"profile", *groups, *(f"profiles.${{profile}}.{g}" for g in groups)}
+            | ({"backbones"} if groups & {"training", "prompts"} else set()))
 
 
 @pytest.mark.parametrize("stage", sorted(dvc_stages()))
 def test_every_dvc_stage_lists_exactly_the_params_groups_it_reads(stage):
-    """Whole groups: a profile overrides keys inside `<group>.profiles`, which a dotted key would not track."""
+    """Whole groups, and the active profile's block of each (`profiles.${profile}.<group>`), nothing else."""
     listed = set((yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage].get("do") or
                   yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]).get("params", []))
     assert listed == stage_param_groups(dvc_stages()[stage]["cmd"]), f"dvc.yaml stage {stage!r}"
 
 
 def test_the_params_check_sees_a_group_read_by_a_notebook():
-    assert stage_param_groups("python -m stm notebook 02_prompts") == {"profile", "prompts", "training", "backbones"}
+    assert stage_param_groups("python -m stm notebook 02_prompts") == {
+        "profile", "prompts", "training", "backbones", "profiles.${profile}.prompts", "profiles.${profile}.training"}

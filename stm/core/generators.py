@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from stm.config import GenerationConfig, resolve_dtype
+from stm.config import GenerationConfig
 from stm.core.assets import resolve_model
 from stm.registry import Registry
 
@@ -63,9 +63,9 @@ class LocalGenerator:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        # bf16 on a GPU and on a CPU with AMX-BF16 tiles, float32 elsewhere, where bf16 is emulated (measured without
-        # AMX: batch of 16 SmolLM2 completions, 32 new tokens: 16.4 s in fp32, 30.2 s in bf16)
-        self.dtype = resolve_dtype("auto")
+        # generator.dtype; `auto` is bf16 on a GPU and on a CPU with AMX-BF16 tiles only: without AMX bf16 is emulated
+        # (measured: a batch of 16 SmolLM2 completions, 32 new tokens: 16.4 s in fp32, 30.2 s in bf16)
+        self.dtype = cfg.dtype
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype)).eval()
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         self.chat = has_template if cfg.style == "auto" else cfg.style == "chat"
