@@ -194,3 +194,38 @@ def test_every_dvc_stage_lists_exactly_the_params_groups_it_reads(stage):
 def test_the_params_check_sees_a_group_read_by_a_notebook():
     assert stage_param_groups("python -m stm notebook 02_prompts") == {
         "profile", "prompts", "training", "backbones", "profiles.${profile}.prompts", "profiles.${profile}.training"}
+
+
+def _dvc_params(repo: Path) -> dict[str, dict]:
+    """What DVC tracks, per stage: the values of its params dependencies, read by DVC itself."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        return {st.name: {k: v for d in st.deps if d.__class__.__name__ == "ParamsDependency"
+                                for k, v in d.read_params().items()} for st in r.index.stages}
+
+
+@pytest.mark.parametrize("profile", ["embedded", "smoke", "rehearsal"])
+def test_dvc_reruns_a_profile_only_for_its_own_values(tmp_path, profile):
+    """Edit one paper value: DVC must see no change in the embedded and smoke stages, and see it in the rehearsal's
+    trainings (it inherits the paper block); a value of the profile's own group is seen by that stage."""
+    import shutil
+
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / f, tmp_path / f)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text("[core]\n    no_scm = true\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(params.read_text().replace("profile: embedded", f"profile: {profile}", 1))
+    before = _dvc_params(tmp_path)
+    text = params.read_text()
+    params.write_text(text.replace("      epochs: 1\n", "      epochs: 2\n", 1))  # profiles.paper.training.epochs
+    after = _dvc_params(tmp_path)
+    moved = sorted(s for s in before if before[s] != after[s])
+    if profile == "rehearsal":
+        assert "train@med_real" in moved and "data" not in moved and "merge" not in moved
+    else:
+        assert moved == [], f"a paper-only edit would rerun {moved} in the {profile} profile"
+    params.write_text(text.replace("  batch_size: 32\n", "  batch_size: 33\n", 1))  # evaluation.batch_size
+    seen = _dvc_params(tmp_path)
+    assert seen["baselines"] != before["baselines"] and seen["data"] == before["data"]
