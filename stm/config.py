@@ -332,8 +332,9 @@ class MergingConfig(Strict):
 
 # -------------------------------------------------------------------------------------- ablations
 class AblationsConfig(Strict):
-    variant_experts: list[str] = Field(default=["search"], min_length=1,
-                                       description="Experts trained in every variant (Table 4: all four and FT-all).")
+    variant_experts: list[str] = Field(default=["search", "med_real", "med_synth", "nlu"], min_length=1,
+                                       description="Experts trained in every variant (Table 4: all four and FT-all); "
+                                       "the first also runs Table 10's prompt pools.")
     variants: list[Literal["ft", "shn", "po", "shn_po"]] = list(VARIANTS)
     sizes: list[int | None] = Field(default=[100, 400, 1200], description="Rows of the union (Figure 4); null: all.")
     seeds: list[int] = [1, 2, 3]

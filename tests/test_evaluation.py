@@ -159,3 +159,31 @@ def test_tasks_command_prints_the_paper_tasks_and_dev_sets():
     assert len(lines) == 16
     assert any(line.startswith("test") and "NanoFEVERRetrieval" in line and "splits=train" in line for line in lines)
     assert any(line.startswith("dev") and "DBPedia" in line and "splits=dev" in line for line in lines)
+
+
+def test_the_variant_map_is_chosen_on_dev_never_on_test(tmp_path, monkeypatch):
+    """Per expert, the best dev average wins (FT on a tie), even where test says otherwise; test is only shown."""
+    from stm import paths
+    from stm.figures.claims import variant_map
+    from stm.io import write_json
+
+    monkeypatch.setattr(paths, "RESULTS", tmp_path)
+    qs = [f"q{i}" for i in range(50)]
+
+    def rec(expert, variant, score):
+        return {"model": {"train": {"expert": expert, "variant": variant}}, "averages": {"all": score},
+                "per_query_ndcg_at_10": {"t": {q: score for q in qs}}}
+
+    cells = {  # (expert, variant): (dev, test)
+        ("search", "ft"): (0.50, 0.40), ("search", "shn"): (0.55, 0.30),  # SHN wins on dev, loses on test
+        ("nlu", "ft"): (0.50, 0.30), ("nlu", "po"): (0.45, 0.60),        # PO loses on dev: FT, whatever test says
+        ("med_real", "ft"): (0.50, 0.3), ("med_real", "shn"): (0.50, 0.4)}  # a tie: FT
+    index = {"ft": 0, "shn": 1, "po": 2}
+    for (expert, variant), (dev, test) in cells.items():
+        write_json(tmp_path / "ablations" / f"variant_{index[variant]}" / f"{expert}.json", rec(expert, variant, test))
+        write_json(tmp_path / "ablations" / f"variant_{index[variant]}" / "dev" / f"{expert}.json",
+                   rec(expert, variant, dev))
+    rows = {r["expert"]: r for r in variant_map()}
+    assert {e: r["chosen on dev"] for e, r in rows.items()} == {"search": "shn", "nlu": "ft", "med_real": "ft"}
+    assert rows["search"]["chosen - FT, dev [95% CI]"].endswith("holds")
+    assert rows["nlu"]["test po"] == 0.60 and rows["search"]["dev shn"] == 0.55

@@ -5,11 +5,11 @@
 * :mod:`~stm.figures.plots`: figures, named by content.
 """
 
-from stm.figures.claims import ablation_claims, claims_table, main_line_claims
+from stm.figures.claims import ablation_claims, claims_table, main_line_claims, variant_map
 from stm.figures.plots import (merge_weights, merged_vs_experts, pretraining_figure, prompt_pools_figure,
                                training_size_figure, variants_figure)
 from stm.figures.results import ablation_records, baselines_table, load_results, main_table, model_records, paper
 
 __all__ = ["ablation_claims", "ablation_records", "baselines_table", "load_results", "claims_table", "main_line_claims", "main_table", "merge_weights", "merged_vs_experts",
            "model_records", "paper", "pretraining_figure", "prompt_pools_figure", "training_size_figure",
-           "variants_figure"]
+           "variant_map", "variants_figure"]

@@ -106,6 +106,30 @@ def ablation_claims() -> list[dict]:
                         pre.get("ft"), negate=True)]
 
 
+def variant_map() -> list[dict]:
+    """Table 4 on **dev**: per expert, each variant's dev nDCG@10 and the variant the main line should train.
+
+    The choice is the best dev average, FT on a tie, so a variant whose synthetic negatives or prompts lose on dev
+    leaves the expert at FT; the paired bootstrap of the choice against FT (dev queries) says how sure it is.
+    Test scores are shown beside, never used to choose."""
+    dev, test = ablation_records("variant", "dev"), ablation_records("variant")
+    by_expert: dict[str, dict[str, tuple[dict, dict | None]]] = {}
+    for key, r in dev.items():
+        t = r["model"]["train"]
+        by_expert.setdefault(t["expert"], {})[t["variant"]] = (r, test.get(key))
+    rows = []
+    for expert, cells in sorted(by_expert.items()):
+        order = [v for v in ("ft", "shn", "po", "shn_po") if v in cells]  # FT first: it wins ties
+        chosen = max(order, key=lambda v: round(cells[v][0]["averages"]["all"], 4))
+        vs_ft = paired_bootstrap(cells[chosen][0], cells["ft"][0]) if chosen != "ft" and "ft" in cells else None
+        rows.append({"expert": expert, **{f"dev {v}": round(cells[v][0]["averages"]["all"], 4) for v in order},
+                     "chosen on dev": chosen,
+                     "chosen - FT, dev [95% CI]": (f"{vs_ft['diff']:+.3f} [{vs_ft['ci95'][0]:+.3f}, "
+                                                   f"{vs_ft['ci95'][1]:+.3f}] {vs_ft['verdict']}") if vs_ft else "",
+                     **{f"test {v}": round(cells[v][1]["averages"]["all"], 4) for v in order if cells[v][1]}})
+    return rows
+
+
 def claims_table(results=None) -> "pandas.DataFrame":
     import pandas as pd
 

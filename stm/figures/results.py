@@ -68,10 +68,15 @@ def baselines_table() -> "pandas.DataFrame":
     return pd.concat([ours, theirs], axis=1)
 
 
-def ablation_records(kind: str) -> dict[str, dict]:
-    """{cell: record} of the ablation cells of one kind; a variant cell is ``variant_<i>/<expert>``."""
+def ablation_records(kind: str, split: str = "test") -> dict[str, dict]:
+    """{cell: record} of the ablation cells of one kind; a variant cell is ``variant_<i>/<expert>``. ``split="dev"``:
+    the variant cells' dev-split records (``variant_<i>/dev/<expert>.json``), under the same keys."""
     folder = paths.RESULTS / "ablations"
-    recs = {str(p.relative_to(folder).with_suffix("")): read_json(p) for p in sorted(folder.rglob("*.json"))}
+    recs = {}
+    for p in sorted(folder.rglob("*.json")):
+        key = str(p.relative_to(folder).with_suffix(""))
+        if ("/dev/" in key) == (split == "dev"):
+            recs[key.replace("/dev/", "/")] = read_json(p)
     return {k: v for k, v in recs.items() if k.startswith(kind)}
 
 

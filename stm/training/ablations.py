@@ -1,6 +1,7 @@
 """Ablation cells, addressed by index so that ``dvc.yaml`` stays the same in every profile.
 
-``variant i``: each of ``ablations.variant_experts`` trained as ``ablations.variants[i]`` (Table 4);
+``variant i``: each of ``ablations.variant_experts`` trained as ``ablations.variants[i]`` (Table 4), scored on
+test and on dev (the dev scores choose the main line's per-expert variant map);
 ``size i --seed-index j``: FT-all on ``ablations.sizes[i]`` rows with ``ablations.seeds[j]`` (Figure 4);
 ``po i``: the first of ``variant_experts`` trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10);
 ``pretrain``: PT (unlabeled pairs, in-batch negatives), PT then FT, and FT alone, all on ``size_expert``
@@ -10,12 +11,15 @@ All cells use ``ablations.steps`` training steps (null: the training schedule), 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stm import paths
 from stm.config import AblationsConfig, ConfigError, EvaluationConfig, TrainingConfig, dump, validate
+from stm.core.evaluation import evaluate_model
 from stm.data.pretrain import ict_pairs
 from stm.io import write_jsonl
 from stm.training.data import split_files
-from stm.training.stage import run_dir, train_and_evaluate
+from stm.training.stage import result_path, run_dir, train_and_evaluate
 
 
 def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int, seed_index: int = 0,
@@ -42,11 +46,23 @@ def with_overrides(tcfg: TrainingConfig, **overrides) -> TrainingConfig:
     return validate("training", dump(tcfg) | overrides, source="ablation cell")
 
 
+def dev_result_path(name: str) -> Path:
+    """A variant cell's dev-split record: ``results/ablations/variant_<i>/dev/<expert>.json``."""
+    test = result_path("", name)
+    return test.parent / "dev" / test.name
+
+
 def run_cell(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, gp_sizes: list[int], kind: str,
              index: int, seed_index: int = 0) -> dict:
     if kind == "variant":  # one stage per variant trains it for every expert of Table 4, in turn
-        return {e: train_and_evaluate(with_overrides(tcfg, **o), ecfg, e, name)
-                for e, name, o in (cell(a, gp_sizes, kind, index, expert=e) for e in a.variant_experts)}
+        out = {}
+        for e, name, o in (cell(a, gp_sizes, kind, index, expert=e) for e in a.variant_experts):
+            out[e] = train_and_evaluate(with_overrides(tcfg, **o), ecfg, e, name)
+            # scored on dev too: the main line's variant map (training.variants) is chosen on dev, never on test
+            out[e]["dev"] = evaluate_model(run_dir(e, name) / "adapter", ecfg, name, split="dev",
+                                           out=dev_result_path(name),
+                                           extra={"train": {k: out[e]["train"][k] for k in ("expert", "variant")}})
+        return out
     expert, name, overrides = cell(a, gp_sizes, kind, index, seed_index)
     return train_and_evaluate(with_overrides(tcfg, **overrides), ecfg, expert, name)
 
