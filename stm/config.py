@@ -332,7 +332,7 @@ class MergingConfig(Strict):
 
 # -------------------------------------------------------------------------------------- ablations
 class AblationsConfig(Strict):
-    variant_experts: list[str] = Field(default=["search", "med_real", "med_synth", "nlu"], min_length=1,
+    variant_experts: list[str] = Field(default=["search"], min_length=1,
                                        description="Experts trained in every variant (Table 4: all four and FT-all); "
                                        "the first also runs Table 10's prompt pools.")
     variants: list[Literal["ft", "shn", "po", "shn_po"]] = list(VARIANTS)
