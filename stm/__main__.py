@@ -86,7 +86,8 @@ def _cmd_ablate(args) -> None:
     if args.kind == "pretrain":
         run_pretrain(a, tcfg, ecfg)
     else:
-        run_cell(a, tcfg, ecfg, config.load("prompts").gp_sizes, args.kind, args.index, args.seed_index)
+        run_cell(a, tcfg, ecfg, config.load("merging"), config.load("prompts").gp_sizes, args.kind, args.index,
+                 args.seed_index)
 
 
 def _cmd_backbone(args) -> None:

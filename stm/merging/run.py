@@ -22,8 +22,7 @@ from stm import paths
 from stm.config import EvaluationConfig, MergingConfig, dump
 from stm.core import retriever as R
 from stm.core.evaluation import Encoder, dev_score, evaluate, evaluate_model, task_specs
-from stm.core.sampling import sample_record, sample_tasks
-from stm.core.tasks import resolve
+from stm.core.sampling import sample_record, selection_sets
 from stm.io import atomic_path, read_json, sha256_file, sha256_text, write_json
 from stm.merging.inmemory import DeltaMerger, coefficients
 from stm.merging.methods import SOURCE, get_method, mergekit_config, run_mergekit
@@ -106,9 +105,8 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     names = list(adapters)
     adapter_dirs = [adapters[n] for n in names]
     # the dev sets candidates are scored on: seeded subsets written once beside the output and kept (recorded below)
-    dev_specs = sample_tasks([resolve(t, "dev", task_data=ecfg.task_data) for t in (mcfg.dev_tasks or ecfg.tasks)],
-                             mcfg.dev_sample,
-                             out_root.parent / f".{out_root.name}-dev")
+    dev_specs = selection_sets(mcfg.dev_tasks or ecfg.tasks, ecfg.task_data, mcfg.dev_sample,
+                               out_root.parent / f".{out_root.name}-dev")
     test_specs = task_specs(ecfg, "test")
     template = adapter_dirs[0]
     # mergekit merges full models: each expert with its LoRA folded in, and the base. They are scratch, kept

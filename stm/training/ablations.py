@@ -14,8 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from stm import paths
-from stm.config import AblationsConfig, ConfigError, EvaluationConfig, TrainingConfig, dump, validate
-from stm.core.evaluation import evaluate_model
+from stm.config import AblationsConfig, ConfigError, EvaluationConfig, MergingConfig, TrainingConfig, dump, validate
+from stm.core import retriever as R
+from stm.core.evaluation import score_model
+from stm.core.sampling import sample_record, selection_sets
 from stm.data.pretrain import ict_pairs
 from stm.io import write_jsonl
 from stm.training.data import split_files
@@ -52,16 +54,19 @@ def dev_result_path(name: str) -> Path:
     return test.parent / "dev" / test.name
 
 
-def run_cell(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, gp_sizes: list[int], kind: str,
-             index: int, seed_index: int = 0) -> dict:
+def run_cell(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, mcfg: MergingConfig,
+             gp_sizes: list[int], kind: str, index: int, seed_index: int = 0) -> dict:
     if kind == "variant":  # one stage per variant trains it for every expert of Table 4, in turn
+        # scored on dev too, on the sets that choose the merge weights: the main line's variant map
+        # (training.variants) is chosen there, never on test
+        dev = selection_sets(mcfg.dev_tasks or ecfg.tasks, ecfg.task_data, mcfg.dev_sample,
+                             paths.ABLATIONS / ".variant-dev")
         out = {}
         for e, name, o in (cell(a, gp_sizes, kind, index, expert=e) for e in a.variant_experts):
             out[e] = train_and_evaluate(with_overrides(tcfg, **o), ecfg, e, name)
-            # scored on dev too: the main line's variant map (training.variants) is chosen on dev, never on test
-            out[e]["dev"] = evaluate_model(run_dir(e, name) / "adapter", ecfg, name, split="dev",
-                                           out=dev_result_path(name),
-                                           extra={"train": {k: out[e]["train"][k] for k in ("expert", "variant")}})
+            out[e]["dev"] = score_model(R.load(run_dir(e, name) / "adapter", ecfg.dtype), ecfg, name, dev, "dev",
+                                        {"train": {k: out[e]["train"][k] for k in ("expert", "variant")},
+                                         "dev_tasks": {t.name: sample_record(t) for t in dev}}, dev_result_path(name))
         return out
     expert, name, overrides = cell(a, gp_sizes, kind, index, seed_index)
     return train_and_evaluate(with_overrides(tcfg, **overrides), ecfg, expert, name)
