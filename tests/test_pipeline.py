@@ -102,6 +102,11 @@ def test_every_stage_ran_every_notebook_executed_every_figure_exists(smoke_repo)
     assert {f"03_train_{e}" for e in ("med_real", "med_synth", "search", "nlu", "all")} <= executed
     # Table 4: one record per variant and ablated expert; the main line trained each expert in its own variant
     assert all((repo / "results" / "ablations" / f"variant_{i}" / "search.json").exists() for i in range(4))
+    # ... and on the merge-selection dev sets, which choose the variant map (never test)
+    dev = [json.loads((repo / "results" / "ablations" / f"variant_{i}" / "dev" / "search.json").read_text())
+           for i in range(4)]
+    assert {d["split"] for d in dev} == {"dev"} and [d["model"]["train"]["variant"] for d in dev] == \
+        ["ft", "shn", "po", "shn_po"]
     trained = {e: json.loads((repo / "results" / "experts" / f"{e}.json").read_text())["model"]["train"]["variant"]
                for e in ("med_real", "search", "nlu")}
     assert trained == {"med_real": "ft", "search": "shn_po", "nlu": "po"}  # the smoke profile's variant map
