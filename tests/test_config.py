@@ -57,25 +57,6 @@ def test_structural_errors_are_named(tmp_path, text, match):
         config.load("training", write(tmp_path, text))
 
 
-def test_editing_one_profile_leaves_the_others_resolved_values_alone():
-    """What DVC tracks for a stage: its groups and `profiles.<active>.<group>`. A paper-only edit moves no embedded
-    or smoke value, and the rehearsal, which inherits the paper block through YAML merge keys, sees it."""
-    import yaml
-
-    from stm import paths
-
-    text = paths.PARAMS.read_text()
-    edited = text.replace("      warmup_steps: 100\n", "      warmup_steps: 101\n", 1)
-    assert edited != text
-    before, after = yaml.safe_load(text), yaml.safe_load(edited)
-    for profile in ("embedded", "smoke"):
-        assert before["profiles"][profile] == after["profiles"][profile]
-    assert before["training"] == after["training"]
-    assert after["profiles"]["rehearsal"]["training"]["warmup_steps"] == 2  # its own value wins
-    edited = text.replace("      epochs: 1\n", "      epochs: 2\n", 1)
-    assert yaml.safe_load(edited)["profiles"]["rehearsal"]["training"]["epochs"] == 2  # inherited from paper
-
-
 def test_every_profile_block_names_every_group_dvc_tracks():
     """DVC fails on a missing `profiles.<profile>.<group>` key; the committed file names each one ({}: none)."""
     import yaml

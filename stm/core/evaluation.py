@@ -175,10 +175,11 @@ def score_model(model, cfg: EvaluationConfig, name: str, specs: Sequence[TaskSpe
 
 
 def evaluate_model(source: str | Path, cfg: EvaluationConfig, name: str, split: str | None = None,
-                   out: Path | None = None, extra: dict | None = None) -> dict:
-    """Evaluate a folder we wrote (expert or merge): loaded with plain ``SentenceTransformer(path)``."""
+                   out: Path | None = None, extra: dict | None = None, specs: Sequence[TaskSpec] | None = None) -> dict:
+    """Evaluate a folder we wrote (expert or merge): loaded with plain ``SentenceTransformer(path)``; on ``specs``
+    when given (e.g. sampled dev sets), else on the evaluation tasks' ``split``."""
     model = R.load(source, cfg.dtype)
-    return score_model(model, cfg, name, task_specs(cfg, split), split or cfg.split, extra, out)
+    return score_model(model, cfg, name, specs or task_specs(cfg, split), split or cfg.split, extra, out)
 
 
 def evaluate_backbone(backbone: str, cfg: EvaluationConfig, fmt, name: str = "backbone",

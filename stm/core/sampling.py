@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stm.config import DevSampleConfig
+from stm.config import DevSampleConfig, EvaluationConfig, MergingConfig
 from stm.core.beir import BeirData, read_meta, write_beir
 from stm.core.tasks import TaskSpec, read_task, resolve, to_mteb
 from stm.io import read_json, sha256_text
@@ -103,10 +103,11 @@ def sample_tasks(specs: Sequence[TaskSpec], cfg: DevSampleConfig, out_root: Path
     return [sample_task(s, cfg, out_root) for s in specs]
 
 
-def selection_sets(tasks: Sequence[str], task_data: str | None, cfg: DevSampleConfig, out_root: Path) -> list[TaskSpec]:
-    """The dev sets that choose: merge weights, and each expert's variant (Table 4 on dev). Each task's dev split,
-    sampled by ``cfg`` (the paper profile: NFCorpus, FiQA-2018, Quora, DBPedia), written under ``out_root``."""
-    return sample_tasks([resolve(t, "dev", task_data=task_data) for t in tasks], cfg, out_root)
+def selection_sets(mcfg: MergingConfig, ecfg: EvaluationConfig, out_root: Path) -> list[TaskSpec]:
+    """The dev sets that choose: merge weights, and each expert's variant (Table 4 on dev). The dev split of
+    ``merging.dev_tasks`` (null: the evaluation tasks), sampled by ``merging.dev_sample``, written under ``out_root``."""
+    return sample_tasks([resolve(t, "dev", task_data=ecfg.task_data) for t in (mcfg.dev_tasks or ecfg.tasks)],
+                        mcfg.dev_sample, out_root)
 
 
 def sample_record(spec: TaskSpec) -> dict:

@@ -105,8 +105,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     names = list(adapters)
     adapter_dirs = [adapters[n] for n in names]
     # the dev sets candidates are scored on: seeded subsets written once beside the output and kept (recorded below)
-    dev_specs = selection_sets(mcfg.dev_tasks or ecfg.tasks, ecfg.task_data, mcfg.dev_sample,
-                               out_root.parent / f".{out_root.name}-dev")
+    dev_specs = selection_sets(mcfg, ecfg, out_root.parent / f".{out_root.name}-dev")
     test_specs = task_specs(ecfg, "test")
     template = adapter_dirs[0]
     # mergekit merges full models: each expert with its LoRA folded in, and the base. They are scratch, kept

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from stm import paths
 from stm.config import AblationsConfig, ConfigError, EvaluationConfig, MergingConfig, TrainingConfig, dump, validate
-from stm.core import retriever as R
-from stm.core.evaluation import score_model
+from stm.core.evaluation import evaluate_model
 from stm.core.sampling import sample_record, selection_sets
 from stm.data.pretrain import ict_pairs
 from stm.io import write_jsonl
@@ -59,14 +58,13 @@ def run_cell(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, m
     if kind == "variant":  # one stage per variant trains it for every expert of Table 4, in turn
         # scored on dev too, on the sets that choose the merge weights: the main line's variant map
         # (training.variants) is chosen there, never on test
-        dev = selection_sets(mcfg.dev_tasks or ecfg.tasks, ecfg.task_data, mcfg.dev_sample,
-                             paths.ABLATIONS / ".variant-dev")
+        dev = selection_sets(mcfg, ecfg, paths.ABLATIONS / ".variant-dev")
         out = {}
         for e, name, o in (cell(a, gp_sizes, kind, index, expert=e) for e in a.variant_experts):
             out[e] = train_and_evaluate(with_overrides(tcfg, **o), ecfg, e, name)
-            out[e]["dev"] = score_model(R.load(run_dir(e, name) / "adapter", ecfg.dtype), ecfg, name, dev, "dev",
-                                        {"train": {k: out[e]["train"][k] for k in ("expert", "variant")},
-                                         "dev_tasks": {t.name: sample_record(t) for t in dev}}, dev_result_path(name))
+            out[e]["dev"] = evaluate_model(run_dir(e, name) / "adapter", ecfg, name, "dev", dev_result_path(name),
+                                           {"train": {k: out[e]["train"][k] for k in ("expert", "variant")},
+                                            "dev_tasks": {t.name: sample_record(t) for t in dev}}, specs=dev)
         return out
     expert, name, overrides = cell(a, gp_sizes, kind, index, seed_index)
     return train_and_evaluate(with_overrides(tcfg, **overrides), ecfg, expert, name)
