@@ -232,7 +232,7 @@ class TrainingConfig(Strict):
     variant: Literal["ft", "shn", "po", "shn_po"] = Field(default="ft", description="Variant of an expert that "
                                                           "`variants` does not name.")
     variants: dict[str, Literal["ft", "shn", "po", "shn_po"]] = Field(
-        default={"search": "shn"}, description="Per-expert variant (Table 6: the best variant of each expert enters "
+        default={"search": "shn_po"}, description="Per-expert variant (Table 6: the best variant of each expert enters "
                                                 "the merge).")
     po_pool: int | None = Field(default=None, ge=1, description="PO from the GP-N pool of this size (Table 10); None: prompts/selected.json.")
     lora: LoraSettings = LoraSettings()
