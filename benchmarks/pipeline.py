@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline.py report          # the embedded main line (stages that are out of date)
     python benchmarks/pipeline.py ablations       # the embedded ablations
-    python benchmarks/pipeline.py --profile smoke # everything on the smoke profile (a temporary copy of the tree)
+    python benchmarks/pipeline.py --profile smoke --backbone smollm2-2l # everything on the smoke profile (a temporary copy of the tree)
 
 The target's stages are taken from DVC's own graph, dependencies first, and each one is run with
 `dvc repro --single-item`, so the per-stage times add up to the whole run. Stages that are already up to date
@@ -103,8 +103,8 @@ def stage_order(target: str, cwd: Path) -> list[str]:
     return res.stdout.split()
 
 
-def copy_tree(profile: str) -> Path:
-    """A throwaway copy of the project's tracked files with `profile:` switched."""
+def copy_tree(profile: str, backbone: str | None = None) -> Path:
+    """A throwaway copy of the project's tracked files with `profile:` (and `backbone:`) switched."""
     dst = Path(tempfile.mkdtemp(prefix=f"stm-pipeline-{profile}-")) / "repo"
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, text=True, capture_output=True, check=True).stdout.split()
     for f in files:
@@ -115,7 +115,10 @@ def copy_tree(profile: str) -> Path:
             f.unlink()
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     params = (dst / "params.yaml").read_text()
-    (dst / "params.yaml").write_text(re.sub(r"(?m)^profile: \S+", f"profile: {profile}", params, count=1))
+    params = re.sub(r"(?m)^profile: \S+", f"profile: {profile}", params, count=1)
+    if backbone:
+        params = re.sub(r"(?m)^backbone: \S+", f"backbone: {backbone}", params, count=1)
+    (dst / "params.yaml").write_text(params)
     return dst
 
 
@@ -123,10 +126,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("target", nargs="?", default="", help="a stage; empty: the whole DAG")
     ap.add_argument("--profile", default=None, help="run in a temporary copy with this profile")
+    ap.add_argument("--backbone", default=None, help="with --profile: the run's backbone (smoke: smollm2-2l)")
     ap.add_argument("--force", action="store_true", help="rerun stages even if up to date")
     args = ap.parse_args()
 
-    cwd = copy_tree(args.profile) if args.profile else ROOT
+    cwd = copy_tree(args.profile, args.backbone) if args.profile else ROOT
     env_profile = args.profile or re.search(r"(?m)^profile: (\S+)", (ROOT / "params.yaml").read_text())[1]
     stages = stage_order(args.target, cwd)
     print(f"{len(stages)} stages in {cwd}", flush=True)

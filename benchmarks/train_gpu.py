@@ -115,7 +115,7 @@ def retriever_over(decoder: torch.nn.Module, cfg, device) -> "R.SentenceTransfor
 
 
 def measure(shape: str, path: str, b: int, args, device) -> dict:
-    cfg = config.load("training", profile="paper").model_copy(update={"batch_size": b})
+    cfg = config.load("training", profile="paper", backbone="qwen3-0.6b").model_copy(update={"batch_size": b})
     model = build(shape, device, args.tiny)
     vocab = model.config.vocab_size
     n_params = non_embedding_params(model)

@@ -183,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     from stm.core.tasks import TaskError
     from stm.io import DataError
 
+    from stm import config
+
     try:
+        paths.use(*config.active_run())  # the run's output folders (validated: a bad profile or backbone stops here)
         globals()[f"_cmd_{args.cmd}"](args)
     except (ConfigError, DataError, AssetError, TaskError) as err:  # bad input: a clear message, no traceback noise
         print(f"error: {err}", file=sys.stderr)

@@ -1,14 +1,15 @@
 """Typed, validated configuration between ``params.yaml`` and the code.
 
-``params.yaml`` has a top-level ``profile``, one group per stage holding the default ``embedded`` values, and a
-top-level ``profiles:`` mapping with one block per profile (``smoke``, ``paper``, ``rehearsal``), each a mapping of
-group -> overrides. A top-level ``backbones:`` mapping holds per-backbone presets (Table 9's learning rate and batch,
-Table 6's expert variants, the PO method): the profile's ``training.backbone`` picks one, whose values sit between a
-group's own values and the profile's overrides. A stage resolves only its own groups, and DVC tracks
-``profiles.<profile>.<group>`` for the active profile only, so editing one profile reruns only its stages. The
-rehearsal inherits the paper block through YAML merge keys, which both DVC and this loader see resolved. Every group
-is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or an impossible value fails at once with
-the file and the dotted key named."""
+``params.yaml`` has two top-level keys that name a run, ``profile`` and ``backbone`` (``dvc.yaml`` puts both in the
+output paths, so runs never overwrite each other: ``stm.paths``), one group per stage holding the default
+``embedded`` values, and a top-level ``profiles:`` mapping with one block per profile (``smoke``, ``paper``,
+``rehearsal``), each a mapping of group -> overrides. A top-level ``backbones:`` mapping holds per-backbone presets
+(Table 9's learning rate and batch, Table 6's expert variants, the PO method): ``backbone`` picks one (one key
+switches backbone), whose values sit between a group's own values and the profile's overrides. A stage resolves only
+its own groups, and DVC tracks ``profiles.<profile>.<group>`` for the active profile only, so editing one profile
+reruns only its stages. The rehearsal inherits the paper block through YAML merge keys, which both DVC and this
+loader see resolved. Every group is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or an
+impossible value fails at once with the file and the dotted key named."""
 
 from __future__ import annotations
 
@@ -403,21 +404,51 @@ def active_profile(raw: dict[str, Any], path: Path | str = "params.yaml") -> str
     return profile
 
 
-def load(group: str, path: Path | None = None, profile: str | None = None, **overrides: Any):
-    """Resolve and validate one group: ``load("training")`` -> ``TrainingConfig``."""
+def active_backbone(raw: dict[str, Any], path: Path | str = "params.yaml") -> str:
+    """The top-level ``backbone``: a preset of ``backbones:``, an embedded asset id, a hub id or a model folder."""
+    backbone = raw.get("backbone", "smollm2")
+    if not isinstance(backbone, str) or not backbone:
+        raise ConfigError(f"{path}: backbone: {backbone!r} must be a preset of `backbones:`, an asset id, a hub id "
+                          "or a model folder")
+    return backbone
+
+
+def active_run(path: Path | None = None) -> tuple[str, str]:
+    """(profile, backbone) of ``params.yaml``, validated: what ``stm.paths`` and ``dvc.yaml`` name the outputs by, so
+    the backbone must be a relative name there (``artifacts/<profile>/<backbone>``)."""
+    path = Path(path or paths.PARAMS)
+    raw = read_params(path)
+    profile, backbone = active_profile(raw, path), active_backbone(raw, path)
+    if backbone.startswith(("/", "~")) or ".." in backbone.split("/"):
+        raise ConfigError(f"{path}: backbone: {backbone!r} names the output folders (artifacts/{profile}/<backbone>): "
+                          "use a relative name (a preset, an asset id, a hub id, or a model folder inside the "
+                          "repository such as data/assets/models/<name>)")
+    return profile, backbone
+
+
+def load(group: str, path: Path | None = None, profile: str | None = None, backbone: str | None = None,
+         **overrides: Any):
+    """Resolve and validate one group: ``load("training")`` -> ``TrainingConfig``; ``profile`` and ``backbone``
+    default to the file's top-level keys."""
     path = Path(path or paths.PARAMS)
     if group not in GROUPS:
         raise ConfigError(f"unknown params group {group!r}; expected one of {list(GROUPS)}")
     raw = read_params(path)
-    unknown = set(raw) - set(GROUPS) - {"profile", "profiles", "backbones"}
+    unknown = set(raw) - set(GROUPS) - {"profile", "backbone", "profiles", "backbones"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
     profile = profile or active_profile(raw, path)
-    backbone = overrides.get("backbone") if group == "training" and "backbone" in overrides else None
-    preset = backbone_preset(raw, profile, path, backbone).get(group, {})
-    resolved = _deep_merge(_deep_merge(_section(raw, group, path), preset), profile_overrides(raw, profile, group, path))
-    resolved = _deep_merge(resolved, overrides)
-    return validate(group, resolved, source=f"{path} (profile {profile})")
+    backbone = backbone or active_backbone(raw, path)
+    preset = backbone_preset(raw, path, backbone).get(group, {})
+    own, block = _section(raw, group, path), profile_overrides(raw, profile, group, path)
+    if group == "training":
+        for where, values in (("training", own), (f"profiles.{profile}.training", block), (f"backbones.{backbone}.training", preset)):
+            if "backbone" in values:
+                raise ConfigError(f"{path}: {where}.backbone: the backbone is the top-level `backbone:` key (dvc.yaml "
+                                  "names the output folders by it); set it there")
+        overrides = {"backbone": backbone, **overrides}
+    resolved = _deep_merge(_deep_merge(_deep_merge(own, preset), block), overrides)
+    return validate(group, resolved, source=f"{path} (profile {profile}, backbone {backbone})")
 
 
 def _section(raw: dict, group: str, path) -> dict:
@@ -451,12 +482,9 @@ def profile_overrides(raw: dict, profile: str, group: str, path="params.yaml") -
     return (blocks.get(profile) or {}).get(group) or {}
 
 
-def backbone_preset(raw: dict, profile: str, path, backbone: str | None = None) -> dict[str, dict]:
-    """The ``backbones:`` entry of the profile's ``training.backbone`` (Table 9's LR and batch, Table 6's variants,
-    the PO method): the values it sets override the groups' own, and a profile's explicit values override it."""
-    if backbone is None:
-        backbone = _deep_merge(_section(raw, "training", path), profile_overrides(raw, profile, "training", path)).get(
-            "backbone", GROUPS["training"].model_fields["backbone"].default)
+def backbone_preset(raw: dict, path, backbone: str) -> dict[str, dict]:
+    """The ``backbones:`` entry of ``backbone`` (Table 9's LR and batch, Table 6's variants, the PO method): the
+    values it sets override the groups' own, and a profile's explicit values override it (none: no preset)."""
     presets = raw.get("backbones") or {}
     if not isinstance(presets, dict):
         raise ConfigError(f"{path}: backbones: must be a mapping of backbone -> group overrides")

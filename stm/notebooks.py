@@ -1,17 +1,72 @@
 """Run a companion notebook with papermill (parameters injected) and render it to HTML.
 
-The source notebooks in ``notebooks/`` are committed without outputs; executed copies and their HTML
-renderings are written to ``reports/`` as DVC outputs.
+The source notebooks in ``notebooks/`` are committed without outputs; executed copies and their HTML renderings
+are written as DVC outputs to ``reports/<profile>/`` (the data notebooks, shared by every backbone) or
+``reports/<profile>/<backbone>/`` (the rest). While a notebook runs, its output reaches the terminal as the kernel
+wrote it: a progress bar is one live line, everything else passes as printed (no log-level prefix).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from stm import paths
+
+PROFILE_NOTEBOOKS = ("00_data", "01_synthesis")  # per profile: their outputs do not depend on the backbone
+
+
+def report_dir(name: str) -> Path:
+    return paths.PROFILE_REPORTS if name in PROFILE_NOTEBOOKS else paths.REPORTS
+
+
+class LiveStream(io.TextIOBase):
+    """A kernel stream relayed to ``out``. tqdm redraws its bar with a carriage return: on a terminal that stays one
+    live line; elsewhere (a CI log, a file) the bar is printed at most every ``every`` seconds, and its last state
+    always. Text without a carriage return passes unchanged."""
+
+    def __init__(self, out=None, every: float = 30.0, clock=time.monotonic):
+        self.out, self.every, self.clock = out or sys.stderr, every, clock
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.on_bar = False  # the current line is a progress bar
+        self.pending = ""  # off a terminal: the bar's latest state, not printed yet
+        self.shown_at = float("-inf")
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        for piece in re.split(r"(\n)", text):
+            if "\r" in piece:
+                self._bar(next((p for p in reversed(piece.split("\r")) if p), ""))
+            elif piece == "\n" and not self.on_bar:
+                self.out.write(piece)
+            elif piece:
+                self._close_bar()
+                if piece != "\n":
+                    self.out.write(piece)
+        self.out.flush()
+        return len(text)
+
+    def _bar(self, line: str) -> None:
+        self.on_bar = True
+        if self.tty:
+            self.out.write("\r" + line + "\x1b[K")
+        elif self.clock() - self.shown_at >= self.every:
+            self.out.write(line + "\n")
+            self.shown_at, self.pending = self.clock(), ""
+        else:
+            self.pending = line
+
+    def _close_bar(self) -> None:
+        if self.on_bar:
+            self.out.write("\n" if self.tty else (self.pending + "\n" if self.pending else ""))
+        self.on_bar, self.pending = False, ""
 
 
 def execute(name: str, parameters: dict | None = None, suffix: str = "") -> Path:
@@ -20,13 +75,15 @@ def execute(name: str, parameters: dict | None = None, suffix: str = "") -> Path
     src = paths.NOTEBOOKS / f"{name}.ipynb"
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such notebook")
-    paths.REPORTS.mkdir(parents=True, exist_ok=True)  # DVC does not create output folders
-    out = paths.REPORTS / f"{name}{suffix}.ipynb"
-    # papermill relays every progress-bar refresh of the kernel as a log line (thousands for one training):
-    # the kernel inherits this, so tqdm refreshes at most every 30 s
-    os.environ.setdefault("TQDM_MININTERVAL", "30")
+    reports = report_dir(name)
+    reports.mkdir(parents=True, exist_ok=True)  # DVC does not create output folders
+    out = reports / f"{name}{suffix}.ipynb"
+    os.environ.setdefault("TQDM_MININTERVAL", "5")  # the kernel inherits it: the saved notebook keeps few redraws
+    # the streams go to the terminal as the kernel wrote them (papermill's log_output would turn every refresh
+    # of a progress bar into its own `WARNING papermill:` line: thousands for one training)
     pm.execute_notebook(str(src), str(out), parameters=parameters or {}, kernel_name="python3",
-                        cwd=str(paths.ROOT), progress_bar=False, log_output=True)
+                        cwd=str(paths.ROOT), progress_bar=False, log_output=False,
+                        stdout_file=LiveStream(sys.stdout), stderr_file=LiveStream(sys.stderr))
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--log-level", "WARN", str(out)],
                    check=True)
     return out

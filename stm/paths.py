@@ -1,6 +1,17 @@
 """Every path the project uses, defined once.
 
-``STM_ROOT`` relocates the whole tree (the tests use it to run a pipeline in a temporary copy).
+Outputs live per run, so that profiles and backbones never overwrite each other; the layout is the one
+``dvc.yaml`` declares with ``${profile}`` and ``${backbone}`` (the two top-level keys of ``params.yaml``):
+
+- per profile (the data, whatever backbone trains on it): ``data/processed/<profile>/{splits,splits_dev,tasks,
+  synthesis}``, ``results/<profile>/{data_stats,synthesis,baselines}.json``, ``reports/<profile>/``;
+- per profile and backbone: ``data/processed/<profile>/<backbone>/prompts`` (the PO method is per backbone),
+  ``artifacts/<profile>/<backbone>/{experts,merged,ablations}``, ``results/<profile>/<backbone>/`` (backbone,
+  experts, merging, ablations, figures) and ``reports/<profile>/<backbone>/``.
+
+The run is the one ``params.yaml`` names, read on import (the two keys only: ``stm.config`` validates them, and the
+CLI sets them again validated); ``use(profile, backbone)`` points the folders at another run. ``STM_ROOT`` relocates the whole tree (the tests use it to
+run a pipeline in a temporary copy).
 """
 
 from __future__ import annotations
@@ -8,31 +19,61 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(os.environ.get("STM_ROOT", Path(__file__).resolve().parents[1]))
 PARAMS = ROOT / "params.yaml"
 
 DATA = ROOT / "data"
-ASSETS = DATA / "assets"  # downloaded wheels, extracted files, converted models (git-ignored)
+ASSETS = DATA / "assets"  # downloaded wheels, extracted files, converted models (git-ignored), every run's
 WHEELS = Path(os.environ.get("STM_WHEELS", ASSETS / "wheels"))  # shareable download cache
 MODELS_DIR = ASSETS / "models"
 PUBMED_DIR = ASSETS / "pubmed"
-PROCESSED = DATA / "processed"  # DVC outputs: training splits and evaluation tasks
-SPLITS = PROCESSED / "splits"
-TASKS = PROCESSED / "tasks"
-SYNTH = PROCESSED / "synthesis"  # generation caches and synthetic hard negatives
-PROMPTS = PROCESSED / "prompts"
 PAPER_RESULTS = DATA / "paper_results.yaml"  # the paper's reported numbers, transcribed
-
-ARTIFACTS = ROOT / "artifacts"  # adapters, checkpoints, merged models (DVC outputs, git-ignored)
-EXPERTS = ARTIFACTS / "experts"  # main-line experts and FT-all: artifacts/experts/<expert>/adapter
-ABLATIONS = ARTIFACTS / "ablations"
-MERGED = ARTIFACTS / "merged"
-
-RESULTS = ROOT / "results"  # small committed metric files (DVC metrics, cache: false)
-FIGURES = RESULTS / "figures"
 NOTEBOOKS = ROOT / "notebooks"
-REPORTS = ROOT / "reports"  # executed notebooks and their HTML renderings (DVC outputs)
 CACHE = ROOT / ".cache"  # HF home, MTEB cache, matplotlib config: kept inside the project
+
+def layout(profile: str, backbone: str) -> dict[str, Path]:
+    """The run folders of one profile and backbone (the names this module exposes, e.g. ``paths.SPLITS``)."""
+    processed = DATA / "processed" / profile
+    artifacts = ROOT / "artifacts" / profile / backbone
+    results = ROOT / "results" / profile / backbone
+    return {
+        "PROCESSED": processed,  # DVC outputs of the data and synthesis stages
+        "SPLITS": processed / "splits",
+        "TASKS": processed / "tasks",
+        "SYNTH": processed / "synthesis",  # generation caches and synthetic hard negatives
+        "PROMPTS": processed / backbone / "prompts",
+        "PROFILE_RESULTS": ROOT / "results" / profile,  # small committed metric files (DVC metrics, cache: false)
+        "PROFILE_REPORTS": ROOT / "reports" / profile,  # executed notebooks and their HTML renderings
+        "ARTIFACTS": artifacts,  # adapters, checkpoints, merged models (DVC outputs, git-ignored)
+        "EXPERTS": artifacts / "experts",  # main-line experts and FT-all: <expert>/adapter
+        "ABLATIONS": artifacts / "ablations",
+        "MERGED": artifacts / "merged",
+        "RESULTS": results,
+        "FIGURES": results / "figures",
+        "REPORTS": ROOT / "reports" / profile / backbone,
+    }
+
+
+def use(profile: str, backbone: str) -> None:
+    """Point the run folders (``paths.RESULTS``, ``paths.EXPERTS``, ...) at ``profile`` / ``backbone``."""
+    global RUN
+    RUN = (profile, backbone)
+    globals().update(layout(profile, backbone))
+
+
+def _params_run() -> tuple[str, str]:
+    """``params.yaml``'s two run keys, unvalidated (``stm.config.active_run`` validates them and names a bad one)."""
+    try:
+        raw = yaml.safe_load(PARAMS.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        raw = {}
+    raw = raw if isinstance(raw, dict) else {}
+    return str(raw.get("profile", "embedded")), str(raw.get("backbone", "smollm2"))
+
+
+use(*_params_run())
 
 
 def setup_environment() -> None:

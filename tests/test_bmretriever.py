@@ -23,7 +23,7 @@ ROWS = [
 def test_stand_in_ft_data_is_split_and_written_in_the_triple_schema(tmp_path, monkeypatch):
     src = tmp_path / "ft_data.json"
     src.write_text("\n".join(json.dumps(r) for r in ROWS))
-    monkeypatch.setattr(bmretriever.paths, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(bmretriever.paths, "PROFILE_RESULTS", tmp_path / "results")
     stats = bmretriever.run(DataConfig(source="bmretriever", bmretriever_path=str(src), dev_rows=0,
                                        split_tolerance=None), tmp_path / "processed")
     assert stats["split_sizes"] == {"med_real": 3, "med_synth": 3, "search": 3, "nlu": 3}
@@ -71,7 +71,7 @@ def _write_rows(tmp_path, counts):
 
 def test_split_sizes_are_checked_against_table_2(tmp_path, monkeypatch):
     """Shares within 2% of Table 2's pass; a mapping that moves a dataset fails naming every count."""
-    monkeypatch.setattr(bmretriever.paths, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(bmretriever.paths, "PROFILE_RESULTS", tmp_path / "results")
     paper = {"med_synth": 431, "med_real": 306, "search": 438, "nlu": 251}  # Table 2 in thousands
     ok = DataConfig(source="bmretriever", bmretriever_path=str(_write_rows(tmp_path, paper)), dev_rows=0)
     assert bmretriever.run(ok, tmp_path / "p1")["split_sizes"] == paper

@@ -31,6 +31,7 @@ def test_unknown_expert_is_refused(tmp_path):
 
 BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must name)
     ("profile: huge\n", {}, ["data"], "profile"),
+    ("profile: smoke\nbackbone: /abs/model\n", {}, ["train", "--expert", "nlu"], "backbone: '/abs/model' names the output folders"),
     ("profile: smoke\nsynthesis:\n  rows_per_split: many\n", {}, ["synthesize"], "synthesis.rows_per_split"),
     ("profile: smoke\ntraining:\n  batch_size: 1\n", {}, ["train", "--expert", "nlu"], "training.batch_size"),
     ("profile: smoke\nmerging:\n  methods: [soup]\n", {}, ["merge"], "merging.methods"),
@@ -38,8 +39,8 @@ BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must n
     ("profile: smoke\nevaluation:\n  tasks: [NotATask]\n", {}, ["baselines"], "unknown task 'NotATask'"),
     ("profile: smoke\n", {}, ["synthesize"], "splits/search.jsonl: file not found"),
     ("profile: smoke\n", {}, ["merge"], "expert adapters missing"),
-    ("profile: smoke\n", {"data/processed/splits/nlu.jsonl": ""}, ["train", "--expert", "nlu"], "nlu.jsonl: no triples"),
-    ("profile: smoke\n", {"data/processed/splits/nlu.jsonl": '{"id": "a", "split": "nlu"}\n{oops\n'},
+    ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl": ""}, ["train", "--expert", "nlu"], "nlu.jsonl: no triples"),
+    ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl": '{"id": "a", "split": "nlu"}\n{oops\n'},
      ["train", "--expert", "nlu"], "nlu.jsonl:1"),
 ]
 

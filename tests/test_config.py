@@ -126,24 +126,46 @@ def test_every_config_key_is_read_by_some_code():
 
 
 def test_one_key_selects_a_backbone_preset_table_9_and_table_6():
-    """The paper profile's backbone picks its learning rate, batch, per-expert variants and PO method."""
-    t = config.load("training", profile="paper")
+    """The top-level `backbone` picks its learning rate, batch, per-expert variants and PO method."""
+    t = config.load("training", profile="paper", backbone="qwen3-0.6b")
     assert (t.backbone, t.learning_rate, t.batch_size) == ("qwen3-0.6b", 5e-5, 256)
     assert [t.variant_for(e) for e in ("med_real", "med_synth", "search", "nlu", "all")] == \
         ["shn_po", "po", "shn_po", "po", "ft"]
-    assert (config.load("prompts", profile="paper").optimizer, config.load("prompts", profile="paper").gp_size) == ("gp", 10)
+    prompts = config.load("prompts", profile="paper", backbone="qwen3-0.6b")
+    assert (prompts.optimizer, prompts.gp_size) == ("gp", 10)
     gemma = config.load("training", profile="paper", backbone="gemma-2b")
     assert (gemma.learning_rate, gemma.batch_size, gemma.variant_for("med_real")) == (1e-5, 128, "ft")
 
 
 def test_a_preset_sits_between_the_group_and_the_profile(tmp_path):
-    p = write(tmp_path, "profile: paper\nbackbones:\n  big: {training: {learning_rate: 0.01, batch_size: 64},"
+    p = write(tmp_path, "profile: paper\nbackbone: big\nbackbones:\n  big: {training: {learning_rate: 0.01, batch_size: 64},"
                         " prompts: {optimizer: gepa}}\ntraining:\n  learning_rate: 0.1\nprofiles:\n"
-                        "  paper: {training: {backbone: big, batch_size: 32}}\nprompts: {}\n")
+                        "  paper: {training: {batch_size: 32}}\nprompts: {}\n")
     t = config.load("training", p)
-    assert (t.learning_rate, t.batch_size) == (0.01, 32)  # preset over the group, the profile over the preset
+    assert (t.backbone, t.learning_rate, t.batch_size) == ("big", 0.01, 32)  # preset over the group, profile over it
     assert config.load("prompts", p).optimizer == "gepa"
-    assert config.load("training", p, profile="embedded").learning_rate == 0.1  # another backbone: no preset
+    assert config.load("training", p, backbone="small").learning_rate == 0.1  # another backbone: no preset
+    assert config.active_run(p) == ("paper", "big")
+
+
+@pytest.mark.parametrize("text,named", [
+    ("training: {backbone: qwen3-0.6b}\n", r"training.backbone: the backbone is the top-level `backbone:` key"),
+    ("profiles:\n  paper: {training: {backbone: gemma-2b}}\n", r"profiles.paper.training.backbone: the backbone is"),
+    ("backbone: [a, b]\n", r"backbone: \['a', 'b'\] must be a preset"),
+])
+def test_the_backbone_is_one_top_level_key(tmp_path, text, named):
+    with pytest.raises(ConfigError, match=named):
+        config.load("training", write(tmp_path, "profile: paper\n" + text))
+
+
+@pytest.mark.parametrize("backbone", ["/models/mine", "../up", "~/m"])
+def test_a_run_names_its_output_folders_by_a_relative_backbone(tmp_path, backbone):
+    """dvc.yaml interpolates the backbone into every output path: the run (what the CLI uses) refuses a name that
+    would leave the repository; a script may still load a config for a model folder anywhere."""
+    p = write(tmp_path, f"profile: paper\nbackbone: {backbone}\n")
+    with pytest.raises(ConfigError, match=r"backbone: .* names the output folders .*use a relative name"):
+        config.active_run(p)
+    assert config.load("training", p).backbone == backbone
 
 
 @pytest.mark.parametrize("text,named", [
@@ -172,7 +194,7 @@ def test_every_backbone_preset_of_the_repository_validates():
 
 def test_paper_ablations_are_configured_at_paper_scale():
     """Figure 4's 10K / 100K / 1.4M (all) rows, each at least one batch; Table 4 for every expert and FT-all."""
-    a, t = config.load("ablations", profile="paper"), config.load("training", profile="paper")
+    a, t = config.load("ablations", profile="paper"), config.load("training", profile="paper", backbone="qwen3-0.6b")
     assert a.sizes == [10_000, 100_000, None] and a.steps is None
     assert all(n is None or n >= t.batch_size for n in a.sizes)
     assert a.variant_experts == ["med_real", "med_synth", "search", "nlu", "all"]

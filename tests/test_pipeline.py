@@ -13,6 +13,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+BACKBONES = {"smoke": "smollm2-2l", "rehearsal": "qwen3-0.6b"}  # each profile's backbone: the run's second key
+SMOKE = Path("results/smoke/smollm2-2l")  # the smoke run's results (its data's: results/smoke)
+
+
+def declared(path: str, profile: str) -> str:
+    """A dvc.yaml output path of one profile's run."""
+    return path.replace("${profile}", profile).replace("${backbone}", BACKBONES[profile])
 
 
 def _run(cmd, cwd, env, timeout=3000):
@@ -32,7 +39,8 @@ def _smoke_run(tmp_path_factory, name="smoke", profile="smoke", prepare=None, ta
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(src.read_bytes())
     params = repo / "params.yaml"
-    params.write_text(params.read_text().replace("profile: embedded", f"profile: {profile}", 1))
+    params.write_text(params.read_text().replace("profile: embedded", f"profile: {profile}", 1)
+                      .replace("backbone: smollm2\n", f"backbone: {BACKBONES[profile]}\n", 1))
     for r in [*(repo / "results").glob("**/*.json"), *(repo / "results").glob("**/*.png")]:
         r.unlink()  # results and figures must come from this run
     env = {**os.environ, "STM_ROOT": str(repo), "STM_WHEELS": str(ROOT / "data" / "assets" / "wheels"),
@@ -92,42 +100,42 @@ def test_every_stage_ran_every_notebook_executed_every_figure_exists(smoke_repo)
     notebooks = [o for s in stages.values() for o in (s.get("do", s).get("outs") or [])
                  if isinstance(o, dict) and str(next(iter(o))).endswith(".ipynb")]
     assert notebooks
-    for nb in (repo / "reports").glob("*.ipynb"):
+    for nb in (repo / "reports").rglob("*.ipynb"):
         cells = json.loads(nb.read_text())["cells"]
         errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, nb.name
         assert nb.with_suffix(".html").exists()
-    executed = {p.stem for p in (repo / "reports").glob("*.ipynb")}
+    executed = {p.stem for p in (repo / "reports" / "smoke").rglob("*.ipynb")}
     assert {"00_data", "01_synthesis", "02_prompts", "04_merge", "05_results", "06_ablations"} <= executed
     assert {f"03_train_{e}" for e in ("med_real", "med_synth", "search", "nlu", "all")} <= executed
     # Table 4: one record per variant and ablated expert; the main line trained each expert in its own variant
-    assert all((repo / "results" / "ablations" / f"variant_{i}" / "search.json").exists() for i in range(4))
+    assert all((repo / SMOKE / "ablations" / f"variant_{i}" / "search.json").exists() for i in range(4))
     # ... and on the merge-selection dev sets, which choose the variant map (never test)
-    dev = [json.loads((repo / "results" / "ablations" / f"variant_{i}" / "dev" / "search.json").read_text())
+    dev = [json.loads((repo / SMOKE / "ablations" / f"variant_{i}" / "dev" / "search.json").read_text())
            for i in range(4)]
     assert {d["split"] for d in dev} == {"dev"} and [d["model"]["train"]["variant"] for d in dev] == \
         ["ft", "shn", "po", "shn_po"]
-    trained = {e: json.loads((repo / "results" / "experts" / f"{e}.json").read_text())["model"]["train"]["variant"]
+    trained = {e: json.loads((repo / SMOKE / "experts" / f"{e}.json").read_text())["model"]["train"]["variant"]
                for e in ("med_real", "search", "nlu")}
     assert trained == {"med_real": "ft", "search": "shn_po", "nlu": "po"}  # the smoke profile's variant map
     figures = [next(iter(o)) for s in stages.values() for o in (s.get("outs") or [])
                if isinstance(o, dict) and str(next(iter(o))).endswith(".png")]
     for fig in figures:
-        assert (repo / fig).stat().st_size > 10_000, fig
+        assert (repo / declared(fig, "smoke")).stat().st_size > 10_000, fig
     print(f"smoke dvc repro: {seconds:.0f} s")
 
 
 @pytest.mark.slow
 def test_results_record_what_moves_the_numbers(smoke_repo):
     repo = smoke_repo[0]
-    expert = json.loads((repo / "results" / "experts" / "med_real.json").read_text())
+    expert = json.loads((repo / SMOKE / "experts" / "med_real.json").read_text())
     for key in ("model", "adapter", "pooling", "include_prompt", "prompts", "query_length", "document_length",
                 "padding_side", "eos_appended", "dtype", "bidirectional", "train"):
         assert key in expert["model"], key
     assert expert["model"]["adapter"] is True and expert["model"]["model"] == "data/assets/models/smollm2-2l"
     assert expert["model"]["train"]["data"]["files"]
     assert all("instruction" in t and "data_hash" in t for t in expert["tasks"].values())
-    merging = json.loads((repo / "results" / "merging.json").read_text())
+    merging = json.loads((repo / SMOKE / "merging.json").read_text())
     assert set(merging["methods"]) == {"linear", "ties"}
     # candidates were scored on seeded dev subsets of the smoke profile's size, recorded
     for dev in merging["dev_tasks"].values():
@@ -136,24 +144,26 @@ def test_results_record_what_moves_the_numbers(smoke_repo):
         # merging.profiles.smoke.dev_sample.corpus: 40 documents at most, at least one per sampled query
         assert dev["sizes"]["queries"] <= dev["sizes"]["corpus"] <= 40 and dev["data_hash"]
     assert merging["methods"]["linear"]["inmemory_vs_mergekit_max_abs_diff"] < 1e-3  # bf16-free fp32 check
-    assert (repo / "artifacts" / "merged" / "linear" / "README.md").exists()
-    assert (repo / "artifacts" / "merged" / "linear" / "modules.json").exists()  # a sentence-transformers folder
+    artifacts = repo / "artifacts" / "smoke" / "smollm2-2l"
+    assert (artifacts / "merged" / "linear" / "README.md").exists()
+    assert (artifacts / "merged" / "linear" / "modules.json").exists()  # a sentence-transformers folder
     # mergekit's full-model inputs are scratch: neither left behind nor cached by DVC
-    assert not (repo / "artifacts" / ".merged-inputs").exists()
-    assert not list((repo / "artifacts" / "merged").glob("**/experts"))
+    assert not (artifacts / ".merged-inputs").exists()
+    assert not list((artifacts / "merged").glob("**/experts"))
     assert not str(repo) in json.dumps(merging["methods"]["ties"]["mergekit_config"])
-    for name in ("backbone.json", "baselines.json", "data_stats.json", "synthesis.json"):  # no machine path anywhere
-        assert str(repo) not in (repo / "results" / name).read_text(), name
+    for f in (SMOKE / "backbone.json", SMOKE.parent / "baselines.json", SMOKE.parent / "data_stats.json",
+              SMOKE.parent / "synthesis.json"):  # no machine path anywhere
+        assert str(repo) not in (repo / f).read_text(), f
 
 
 @pytest.mark.slow
 def test_evaluation_abstracts_are_disjoint_from_training(smoke_repo):
     repo = smoke_repo[0]
-    train_ids = {json.loads(l)["pos_id"] for f in (repo / "data/processed/splits").glob("*.jsonl") for l in f.open()}
-    train_ids |= {json.loads(l)["neg_id"] for f in (repo / "data/processed/splits").glob("*.jsonl") for l in f.open()}
-    eval_ids = {json.loads(l)["_id"] for f in (repo / "data/processed/tasks").glob("*/*/corpus.jsonl") for l in f.open()}
-    test_ids = {json.loads(l)["_id"] for f in (repo / "data/processed/tasks/test").glob("*/corpus.jsonl") for l in f.open()}
-    dev_ids = {json.loads(l)["_id"] for f in (repo / "data/processed/tasks/dev").glob("*/corpus.jsonl") for l in f.open()}
+    train_ids = {json.loads(l)["pos_id"] for f in (repo / "data/processed/smoke/splits").glob("*.jsonl") for l in f.open()}
+    train_ids |= {json.loads(l)["neg_id"] for f in (repo / "data/processed/smoke/splits").glob("*.jsonl") for l in f.open()}
+    eval_ids = {json.loads(l)["_id"] for f in (repo / "data/processed/smoke/tasks").glob("*/*/corpus.jsonl") for l in f.open()}
+    test_ids = {json.loads(l)["_id"] for f in (repo / "data/processed/smoke/tasks/test").glob("*/corpus.jsonl") for l in f.open()}
+    dev_ids = {json.loads(l)["_id"] for f in (repo / "data/processed/smoke/tasks/dev").glob("*/corpus.jsonl") for l in f.open()}
     assert eval_ids and train_ids and not (eval_ids & train_ids)
     assert not (test_ids & dev_ids)
 
@@ -184,7 +194,7 @@ def test_smoke_profile_twice_gives_identical_metrics(smoke_repo, tmp_path_factor
         second = _metrics(again)
     finally:
         _free_disk(again)
-    assert len(second) > 100 and any(k.startswith("results/experts/nlu.json") for k in second)
+    assert len(second) > 100 and any(k.startswith(f"{SMOKE}/experts/nlu.json") for k in second)
     assert second.keys() <= first.keys()
     differ = {k: (first[k], second[k]) for k in second if first[k] != second[k]}
     assert not differ, f"{len(differ)} values differ, e.g. {list(differ.items())[:5]}"

@@ -51,11 +51,12 @@ def test_po_training_reads_the_selected_pool(tiny_model, processed, tmp_path):
     from test_training import tiny_cfg
 
     write_json(processed / "prompts" / "selected.json", {"optimizer": "gp", "pools": {"*": ["P one", "P two"]}})
-    rows, record = load_rows(tiny_cfg(tiny_model, variant="po"), "nlu", processed)
+    rows, record = load_rows(tiny_cfg(tiny_model, variant="po"), "nlu", processed, processed / "prompts")
     assert {r["instruction"] for r in rows} == {"P one", "P two"}
     assert record["prompts"]["optimizer"] == "gp"
     write_json(processed / "prompts" / "selected.json", {"optimizer": "gp", "size": 10, "pools": {"*": ["P one"]}})
-    assert load_rows(tiny_cfg(tiny_model, variant="po"), "nlu", processed)[1]["prompts"]["optimizer"] == "gp10"
+    assert load_rows(tiny_cfg(tiny_model, variant="po"), "nlu", processed, processed / "prompts")[1]["prompts"][
+        "optimizer"] == "gp10"
 
 
 def test_gepa_runs_through_the_library_on_dev_rows_and_saves_history(tiny_model, processed, tmp_path, monkeypatch):
@@ -95,7 +96,7 @@ def test_the_paper_profile_runs_gepa_as_the_paper_set_it_up(tmp_path):
     from stm import paths
 
     raw = yaml.safe_load(paths.PARAMS.read_text())
-    raw["profiles"]["paper"]["training"]["backbone"] = "gemma-2b"  # the one key that switches backbone
+    raw["backbone"] = "gemma-2b"  # the one key that switches backbone
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     gemma = config.load("prompts", tmp_path / "params.yaml", profile="paper")
     assert (gemma.optimizer, gemma.gepa.budget) == ("gepa", "medium")

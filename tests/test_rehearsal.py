@@ -41,7 +41,7 @@ def test_a_stand_in_has_the_paper_architecture_and_tokenizer_class(standins, nam
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_the_paper_format_embeds_a_stand_in_as_its_saved_folder_does(standins, name, tmp_path):
     """Last-token pooling, bidirectional attention, EOS appended, left padding; no chat template applied."""
-    fmt = config.load("training", profile="paper").format.model_copy(update={"max_query_tokens": 32,
+    fmt = config.load("training", profile="paper", backbone="qwen3-0.6b").format.model_copy(update={"max_query_tokens": 32,
                                                                             "max_passage_tokens": 48})
     model = R.build(str(standins[name]), fmt, bidirectional=True, instructions={"t": "Given a claim"})
     feats = R.features(model, ["what lowers cholesterol", "statins"], R.QUERY, model.prompts["t"])
@@ -75,6 +75,8 @@ def rehearsal_repo(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_paper_profile_runs_end_to_end_on_stand_ins(rehearsal_repo):
+    from test_pipeline import declared
+
     repo, env, seconds, log, calls = rehearsal_repo
     print(f"rehearsal dvc repro: {seconds:.0f} s")
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
@@ -85,24 +87,25 @@ def test_the_paper_profile_runs_end_to_end_on_stand_ins(rehearsal_repo):
             path = next(iter(out)) if isinstance(out, dict) else out
             if "${item" in path:
                 continue  # templated outputs: checked through the records below
-            assert (repo / path).exists(), f"stage {name}: declared output {path} missing"
+            assert (repo / declared(path, "rehearsal")).exists(), f"stage {name}: declared output {path} missing"
     assert calls > 0  # the prompt pools came from the (fake) Llama-3.3-70B endpoint
-    backbone = json.loads((repo / "results" / "backbone.json").read_text())
+    run = repo / "results" / "rehearsal" / "qwen3-0.6b"  # the run's results (its data's: one folder up)
+    backbone = json.loads((run / "backbone.json").read_text())
     assert backbone["model"]["model"] == "data/assets/models/qwen3-0.6b" and backbone["model"]["pooling"] == "lasttoken"
     assert set(backbone["scores"]) == {"FeedbackQARetrieval", "MedicalQARetrieval", "CUREv1", "PublicHealthQA",
                                        "NFCorpus", "TRECCOVID", "SciFact", "SCIDOCS", "NanoFEVERRetrieval",
                                        "ArguAna", "NanoQuoraRetrieval", "FiQA2018"}
     assert backbone["tasks"]["NanoFEVERRetrieval"]["eval_splits"] == ["train"]
-    expert = json.loads((repo / "results" / "experts" / "med_real.json").read_text())
+    expert = json.loads((run / "experts" / "med_real.json").read_text())
     train = expert["model"]["train"]
     assert train["variant"] == "shn_po" and train["data"]["prompts"]["optimizer"] == "gp10"  # Table 6, Qwen3
-    merging = json.loads((repo / "results" / "merging.json").read_text())
+    merging = json.loads((run / "merging.json").read_text())
     assert set(merging["dev_tasks"]) == {"NFCorpus", "FiQA2018", "QuoraRetrieval", "DBPedia"}
     assert all(d["sizes"]["queries"] == 4 for d in merging["dev_tasks"].values())
-    synthesis = json.loads((repo / "results" / "synthesis.json").read_text())
+    synthesis = json.loads((run.parent / "synthesis.json").read_text())
     assert synthesis["generator"].startswith("released:") and all(s["kept"] for s in synthesis["splits"].values())
-    stats = json.loads((repo / "results" / "data_stats.json").read_text())
+    stats = json.loads((run.parent / "data_stats.json").read_text())
     assert sum(stats["split_sizes"].values()) == 141
     for i in range(4):  # Table 4 for every expert and FT-all
-        assert {p.stem for p in (repo / "results" / "ablations" / f"variant_{i}").glob("*.json")} == \
+        assert {p.stem for p in (run / "ablations" / f"variant_{i}").glob("*.json")} == \
             {"med_real", "med_synth", "search", "nlu", "all"}

@@ -180,7 +180,7 @@ def stage_param_groups(cmd: str) -> set[str]:
     if not groups:
         return set()
     return ({"profile", *groups, *(f"profiles.${{profile}}.{g}" for g in groups)}
-            | ({"backbones"} if groups & {"training", "prompts"} else set()))
+            | ({"backbone", "backbones"} if groups & {"training", "prompts"} else set()))
 
 
 @pytest.mark.parametrize("stage", sorted(dvc_stages()))
@@ -193,7 +193,8 @@ def test_every_dvc_stage_lists_exactly_the_params_groups_it_reads(stage):
 
 def test_the_params_check_sees_a_group_read_by_a_notebook():
     assert stage_param_groups("python -m stm notebook 02_prompts") == {
-        "profile", "prompts", "training", "backbones", "profiles.${profile}.prompts", "profiles.${profile}.training"}
+        "profile", "prompts", "training", "backbone", "backbones", "profiles.${profile}.prompts",
+        "profiles.${profile}.training"}
 
 
 def _dvc_params(repo: Path) -> dict[str, dict]:
@@ -229,3 +230,54 @@ def test_dvc_reruns_a_profile_only_for_its_own_values(tmp_path, profile):
     params.write_text(text.replace("  batch_size: 32\n", "  batch_size: 33\n", 1))  # evaluation.batch_size
     seen = _dvc_params(tmp_path)
     assert seen["baselines"] != before["baselines"] and seen["data"] == before["data"]
+
+
+def _dvc_outs(repo: Path) -> dict[str, set[str]]:
+    """Every stage's outputs as DVC resolves them (metrics and plots included), repository-relative."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        return {st.name: {str(Path(o.fs_path).relative_to(repo)) for o in st.outs} for st in r.index.stages}
+
+
+RUNS = [("embedded", "smollm2"), ("smoke", "smollm2-2l"), ("paper", "qwen3-0.6b"), ("paper", "gemma-2b"),
+        ("rehearsal", "qwen3-0.6b")]
+
+
+def test_runs_of_different_profiles_and_backbones_never_share_an_output(tmp_path):
+    """dvc.yaml names every output by `${profile}` (the data) or `${profile}/${backbone}` (what a backbone trains), and
+    stm.paths writes to the same places: switching profile or backbone overwrites nothing (assets aside: a folder
+    per model, persistent)."""
+    import shutil
+
+    from stm import paths
+
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / f, tmp_path / f)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text("[core]\n    no_scm = true\n")
+    text = (ROOT / "params.yaml").read_text()
+    outs = {}
+    for profile, backbone in RUNS:
+        (tmp_path / "params.yaml").write_text(text.replace("profile: embedded", f"profile: {profile}", 1)
+                                              .replace("backbone: smollm2\n", f"backbone: {backbone}\n", 1))
+        outs[profile, backbone] = _dvc_outs(tmp_path)
+        layout = {k: str(v.relative_to(paths.ROOT)) for k, v in paths.layout(profile, backbone).items()}
+        stage = outs[profile, backbone]
+        assert f"{layout['EXPERTS']}/med_real" in stage["train@med_real"]
+        assert f"{layout['RESULTS']}/experts/med_real.json" in stage["train@med_real"]
+        assert f"{layout['REPORTS']}/03_train_med_real.ipynb" in stage["train@med_real"]
+        assert {layout["MERGED"], f"{layout['RESULTS']}/merging.json"} <= stage["merge"]
+        assert f"{layout['PROMPTS']}/selected.json" in stage["prompts"]
+        assert {layout["SPLITS"], layout["TASKS"], f"{layout['PROFILE_RESULTS']}/data_stats.json",
+                f"{layout['PROFILE_REPORTS']}/00_data.ipynb"} <= stage["data"]
+        assert f"{layout['SYNTH']}/shn" in stage["synthesis"]
+        assert f"{layout['PROFILE_RESULTS']}/baselines.json" in stage["baselines"]
+    shared = {"data/assets/models", "data/assets/pubmed"}
+    for i, a in enumerate(RUNS):
+        for b in RUNS[i + 1:]:
+            same_profile = a[0] == b[0]
+            for name in outs[a]:
+                common = (outs[a][name] & outs[b][name]) - shared
+                # two backbones of one profile share the profile's data and nothing else
+                assert not common or (same_profile and name in ("data", "synthesis", "baselines")), (a, b, name, common)

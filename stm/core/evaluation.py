@@ -221,5 +221,5 @@ def run_baselines(cfg: EvaluationConfig, out: Path | None = None) -> dict:
     records = {name: evaluate(BASELINES[name](), specs, cfg.split, {"name": name, "kind": "baseline"})
                for name in cfg.baselines}
     table = {"split": cfg.split, "baselines": records}
-    write_json(out or paths.RESULTS / "baselines.json", table)
+    write_json(out or paths.PROFILE_RESULTS / "baselines.json", table)
     return table

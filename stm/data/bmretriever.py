@@ -67,7 +67,8 @@ def check_split_sizes(counts: dict[str, int], tolerance: float, source: str) -> 
         detail = "; ".join(f"{s}: {counts[s]} rows, {counts[s] / max(1, total):.1%} of {total} (Table 2: "
                            f"{PAPER_SIZES[s]}, {PAPER_SIZES[s] / paper_total:.1%}; off by {rel[s]:+.1%})" for s in bad)
         raise DataError(f"{source}: the instruction-to-split mapping does not reproduce Table 2 within "
-                        f"{tolerance:.0%}: {detail}. The rows per instruction are in results/data_stats.json "
+                        f"{tolerance:.0%}: {detail}. The rows per instruction are in "
+                        f"{paths.PROFILE_RESULTS / 'data_stats.json'} "
                         "(instruction_counts); fix data.split_patterns")
 
 
@@ -155,7 +156,7 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
                                     by_instruction.most_common() if sp != "med_synth"]
              + [{"instruction": ins, "split": sp, "rows": n} for (ins, sp), n in
                 by_instruction.most_common() if sp == "med_synth"][:20]}
-    write_json(paths.RESULTS / "data_stats.json", stats)  # written first: the check below points the user at it
+    write_json(paths.PROFILE_RESULTS / "data_stats.json", stats)  # written first: the check below points the user at it
     if cfg.split_tolerance is not None:
         check_split_sizes(counts, cfg.split_tolerance, source)
     return stats

@@ -293,7 +293,7 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
         "tasks": task_stats,
         "med_synth": report.get("med_synth", {}),
     }
-    write_json(paths.RESULTS / "data_stats.json", stats)
+    write_json(paths.PROFILE_RESULTS / "data_stats.json", stats)
     return stats
 
 

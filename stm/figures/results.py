@@ -32,12 +32,14 @@ def load_results(folder: Path | None = None) -> dict[str, dict]:
     return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))}
 
 
-def model_records(results: Path | None = None) -> dict[str, dict]:
-    """{label: evaluation record} of every main-line model: baselines, backbone, experts, FT-all, each merge."""
+def model_records(results: Path | None = None, baselines: Path | None = None) -> dict[str, dict]:
+    """{label: evaluation record} of every main-line model: baselines (the profile's: every backbone shares them),
+    backbone, experts, FT-all, each merge (the run's)."""
     results = Path(results or paths.RESULTS)
+    baselines = Path(baselines or paths.PROFILE_RESULTS / "baselines.json")
     rows = {}
-    if (results / "baselines.json").exists():
-        for name, r in read_json(results / "baselines.json")["baselines"].items():
+    if baselines.exists():
+        for name, r in read_json(baselines)["baselines"].items():
             rows[BASELINE_LABELS.get(name, name)] = r
     if (results / "backbone.json").exists():
         rows["untrained backbone"] = read_json(results / "backbone.json")

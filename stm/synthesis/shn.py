@@ -116,7 +116,7 @@ def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | Non
             "rejection_rate": round(1 - counts.get("kept", 0) / max(1, attempted), 4),
         }
         log.info("SHN %s: kept %d of %d", split, counts.get("kept", 0), attempted)
-    write_json(results or paths.RESULTS / "synthesis.json", report)
+    write_json(results or paths.PROFILE_RESULTS / "synthesis.json", report)
     return report
 
 
@@ -142,5 +142,5 @@ def join_released(cfg: SynthesisConfig, inputs: dict[str, list[dict]], processed
                                    "counts": {"kept": joined, "no_released_negative": len(rows) - joined},
                                    "rejection_rate": round(1 - joined / max(1, len(rows)), 4)}
         log.info("SHN %s: %d of %d rows joined to a released negative", split, joined, len(rows))
-    write_json(results or paths.RESULTS / "synthesis.json", report)
+    write_json(results or paths.PROFILE_RESULTS / "synthesis.json", report)
     return report

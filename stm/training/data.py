@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stm import paths
 from stm.config import SPLIT_NAMES, TrainingConfig
+from stm.core.retriever import portable
 from stm.data.schema import read_triples
 from stm.io import DataError, read_json, sha256_file
 
@@ -19,8 +20,9 @@ def split_files(expert: str, variant: str, processed: Path | None = None) -> lis
     return [base / f"{s}.jsonl" for s in splits]
 
 
-def prompts_file(processed: Path | None = None) -> Path:
-    return Path(processed or paths.PROCESSED) / "prompts" / "selected.json"
+def prompts_file(prompts: Path | None = None) -> Path:
+    """The prompts stage's selection: per profile and backbone (the PO method is the backbone's)."""
+    return Path(prompts or paths.PROMPTS) / "selected.json"
 
 
 def optimizer_name(selected: dict) -> str | None:
@@ -33,8 +35,10 @@ def optimizer_name(selected: dict) -> str | None:
     return name
 
 
-def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None) -> tuple[list[dict], dict]:
+def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None,
+              prompts: Path | None = None) -> tuple[list[dict], dict]:
     """Read, check and prepare the rows; returns (rows, record of files, hashes and prompts)."""
+    processed = Path(processed or paths.PROCESSED)
     variant = cfg.variant_for(expert)
     files = [Path(cfg.train_file)] if cfg.train_file else split_files(expert, variant, processed)
     for f in files:  # fail before any compute, naming the file
@@ -42,12 +46,14 @@ def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None) -
             hint = "run the synthesis stage" if "shn" in str(f) else "run the data stage"
             raise DataError(f"{f}: training file missing for expert {expert!r} ({variant}); {hint}")
     rows = [r for f in files for r in read_triples(f)]
-    record = {"files": {str(f.relative_to(f.parents[2])): sha256_file(f) for f in files}}
+    # named from the profile's folder (embedded/splits/search.jsonl), or the repository: the same on every machine
+    record = {"files": {str(f.relative_to(processed.parent)) if f.is_relative_to(processed.parent) else portable(str(f)):
+                        sha256_file(f) for f in files}}
     rng = random.Random(cfg.seed)
     if cfg.max_train_rows and len(rows) > cfg.max_train_rows:
         rows = rng.sample(rows, cfg.max_train_rows)
     if variant in ("po", "shn_po"):
-        pf = prompts_file(processed)
+        pf = prompts_file(prompts)
         if cfg.po_pool is not None:
             pf = pf.with_name("gp.json")
         if not pf.exists():

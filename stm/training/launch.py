@@ -31,12 +31,13 @@ def processes(cfg: TrainingConfig) -> int:
     return cfg.processes
 
 
-def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processed: Path | None = None) -> dict:
+def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processed: Path | None = None,
+                   prompts: Path | None = None) -> dict:
     """Train with ``n`` processes under ``torch.distributed.run``; returns rank 0's training record."""
     out = Path(out)
     spec = out.parent / f".{out.name}-launch.json"  # beside the DVC output, which DVC deletes before a rerun
     write_json(spec, {"config": dump(cfg), "expert": expert, "out": str(out),
-                      "processed": str(processed or paths.PROCESSED)})
+                      "processed": str(processed or paths.PROCESSED), "prompts": str(prompts or paths.PROMPTS)})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
            "-m", "stm.training.launch", str(spec)]
     proc = subprocess.run(cmd)
@@ -49,7 +50,7 @@ def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processe
 def main(argv: list[str]) -> None:
     spec = read_json(Path(argv[1]))
     cfg = validate("training", spec["config"], source=argv[1])
-    train(cfg, spec["expert"], Path(spec["out"]), Path(spec["processed"]))
+    train(cfg, spec["expert"], Path(spec["out"]), Path(spec["processed"]), prompts=Path(spec["prompts"]))
 
 
 if __name__ == "__main__":

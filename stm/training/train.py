@@ -229,10 +229,10 @@ class Interrupted(RuntimeError):
 
 
 def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | None = None,
-          interrupt_after: int | None = None) -> dict:
+          interrupt_after: int | None = None, prompts: Path | None = None) -> dict:
     """Train one expert (or FT-all with ``expert='all'``); write the adapter and its records to ``out_dir``."""
     out_dir = Path(out_dir)
-    rows, data_record = load_rows(cfg, expert, processed)  # fails before any compute on bad input
+    rows, data_record = load_rows(cfg, expert, processed, prompts)  # fails before any compute on bad input
     dist = init_distributed()
     if cfg.batch_size % dist.world:
         raise ValueError(f"training.batch_size {cfg.batch_size} is not divisible by {dist.world} processes")
