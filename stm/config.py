@@ -229,7 +229,7 @@ class LoraSettings(Strict):
 
 
 class TrainingConfig(Strict):
-    backbone: str = "smollm2"
+    backbone: str = Field(default="smollm2", description="params.yaml's top-level `backbone` (load() fills it in).")
     variant: Literal["ft", "shn", "po", "shn_po"] = Field(default="ft", description="Variant of an expert that "
                                                           "`variants` does not name.")
     variants: dict[str, Literal["ft", "shn", "po", "shn_po"]] = Field(
@@ -442,7 +442,8 @@ def load(group: str, path: Path | None = None, profile: str | None = None, backb
     preset = backbone_preset(raw, path, backbone).get(group, {})
     own, block = _section(raw, group, path), profile_overrides(raw, profile, group, path)
     if group == "training":
-        for where, values in (("training", own), (f"profiles.{profile}.training", block), (f"backbones.{backbone}.training", preset)):
+        for where, values in (("training", own), (f"profiles.{profile}.training", block),
+                              (f"backbones.{backbone}.training", preset)):
             if "backbone" in values:
                 raise ConfigError(f"{path}: {where}.backbone: the backbone is the top-level `backbone:` key (dvc.yaml "
                                   "names the output folders by it); set it there")

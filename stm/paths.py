@@ -10,8 +10,8 @@ Outputs live per run, so that profiles and backbones never overwrite each other;
   experts, merging, ablations, figures) and ``reports/<profile>/<backbone>/``.
 
 The run is the one ``params.yaml`` names, read on import (the two keys only: ``stm.config`` validates them, and the
-CLI sets them again validated); ``use(profile, backbone)`` points the folders at another run. ``STM_ROOT`` relocates the whole tree (the tests use it to
-run a pipeline in a temporary copy).
+CLI sets them again validated); ``use(profile, backbone)`` points the folders at another run. ``STM_ROOT``
+relocates the whole tree (the tests use it to run a pipeline in a temporary copy).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ ROOT = Path(os.environ.get("STM_ROOT", Path(__file__).resolve().parents[1]))
 PARAMS = ROOT / "params.yaml"
 
 DATA = ROOT / "data"
-ASSETS = DATA / "assets"  # downloaded wheels, extracted files, converted models (git-ignored), every run's
+ASSETS = DATA / "assets"  # downloaded wheels, extracted files, converted models (git-ignored), shared by all runs
 WHEELS = Path(os.environ.get("STM_WHEELS", ASSETS / "wheels"))  # shareable download cache
 MODELS_DIR = ASSETS / "models"
 PUBMED_DIR = ASSETS / "pubmed"
 PAPER_RESULTS = DATA / "paper_results.yaml"  # the paper's reported numbers, transcribed
 NOTEBOOKS = ROOT / "notebooks"
 CACHE = ROOT / ".cache"  # HF home, MTEB cache, matplotlib config: kept inside the project
+
 
 def layout(profile: str, backbone: str) -> dict[str, Path]:
     """The run folders of one profile and backbone (the names this module exposes, e.g. ``paths.SPLITS``)."""
@@ -58,8 +59,6 @@ def layout(profile: str, backbone: str) -> dict[str, Path]:
 
 def use(profile: str, backbone: str) -> None:
     """Point the run folders (``paths.RESULTS``, ``paths.EXPERTS``, ...) at ``profile`` / ``backbone``."""
-    global RUN
-    RUN = (profile, backbone)
     globals().update(layout(profile, backbone))
 
 
