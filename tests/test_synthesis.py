@@ -117,10 +117,23 @@ def test_filters_name_their_reason(text, reason):
 def test_template_errors_name_the_field():
     row = {"query": "q", "instruction": "i", "positive": "p", "negative": "n"}
     assert '"q"' in render(PAPER_TEMPLATE, row)
-    with pytest.raises(TemplateError, match=r"missing field\(s\) \['negative'\]"):
-        render(PAPER_TEMPLATE.replace("{negative}", ""), row)
+    with pytest.raises(TemplateError, match=r"missing field\(s\) \['positive'\]"):
+        render(PAPER_TEMPLATE.replace("{positive}", ""), row)
     with pytest.raises(TemplateError, match="unknown field"):
         render(PAPER_TEMPLATE + "{answer}", row)
+
+
+def test_a_fewshot_template_shows_real_triples_and_renders_the_row():
+    from stm.synthesis.shn import fewshot_template
+
+    shots = [{"instruction": "Find {abstracts}", "query": "statin dose", "positive": "word " * 100,
+              "negative": "Cholesterol crystals in rabbits " * 20}]
+    prompt = render(fewshot_template(shots, words=10), {"query": "aspirin", "instruction": "i", "positive": "p",
+                                                         "negative": "unused"})
+    first, target = prompt.split("\n\n")
+    assert "Find {abstracts}" in first and first.endswith("Hard negative: Cholesterol crystals in rabbits "
+                                                          "Cholesterol crystals in rabbits Cholesterol crystals")
+    assert target == "Task: i\nQuery: aspirin\nRelevant abstract: p\nHard negative:"
 
 
 def test_shn_stage_counts_rejections_and_falls_back(fake, server, processed, tmp_path, monkeypatch):

@@ -56,10 +56,22 @@ COMPLETION_TEMPLATE = (
 
 TEMPLATES = {"paper": PAPER_TEMPLATE, "completion": COMPLETION_TEMPLATE}
 FIELDS = ("query", "instruction", "positive", "negative")
+REQUIRED = ("query", "positive")  # what a negative is written against; the others are context
 
 
 class TemplateError(ValueError):
     pass
+
+
+def fewshot_template(shots: list[dict], words: int = 40) -> str:
+    """A completion template whose examples are real triples of the split: each shot's query, the start of its
+    positive, and the start of its mined negative as the hard negative (on the query's topic, not its answer)."""
+    def esc(text: str) -> str:
+        return truncate_words(" ".join(str(text).split()), words).replace("{", "{{").replace("}", "}}")
+
+    blocks = [f"Task: {esc(r['instruction'])}\nQuery: {esc(r['query'])}\nRelevant abstract: {esc(r['positive'])}\n"
+              f"Hard negative: {esc(r['negative'])}" for r in shots]
+    return "\n\n".join([*blocks, "Task: {instruction}\nQuery: {query}\nRelevant abstract: {positive}\nHard negative:"])
 
 
 def render(template: str, row: dict, max_words: int = 120) -> str:
@@ -67,11 +79,21 @@ def render(template: str, row: dict, max_words: int = 120) -> str:
     unknown = names - set(FIELDS)
     if unknown:
         raise TemplateError(f"SHN template uses unknown field(s) {sorted(unknown)}; allowed: {list(FIELDS)}")
-    missing = [f for f in FIELDS if f not in names]
+    missing = [f for f in REQUIRED if f not in names]
     if missing:
         raise TemplateError(f"SHN template is missing field(s) {missing}")
-    values = {f: truncate_words(str(row[f]), max_words) for f in FIELDS}
+    values = {f: truncate_words(str(row[f]), max_words) for f in names}
     return template.format(**values)
+
+
+def judge(output: str | None, row: dict, cfg: SynthesisConfig) -> tuple[str, str | None]:
+    """A generated negative, cleaned, and the reason it is rejected (``None``: kept)."""
+    text = clean(output)
+    if output is None:
+        return text, "generator_failed"
+    return text, check(text, min_words=cfg.min_words, max_words=cfg.max_words,
+                       not_copies_of=(row["positive"], row["query"]), max_similarity=cfg.max_similarity,
+                       on_topic_with=f"{row['query']} {row['positive']}")
 
 
 def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | None = None,
@@ -96,11 +118,7 @@ def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | Non
             r = dict(r)
             text, reason = None, "not_attempted"
             if i < n:
-                text = clean(outs[i])
-                reason = "generator_failed" if outs[i] is None else check(
-                    text, min_words=cfg.min_words, max_words=cfg.max_words,
-                    not_copies_of=(r["positive"], r["query"]), max_similarity=cfg.max_similarity,
-                    on_topic_with=f"{r['query']} {r['positive']}")
+                text, reason = judge(outs[i], r, cfg)
             counts[reason or "kept"] += 1
             if cfg.mode == "replace":
                 if reason is None:
