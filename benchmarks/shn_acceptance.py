@@ -1,6 +1,7 @@
 """How many synthetic hard negatives survive the filters, per prompt template, on the same rows of a split.
 
 Usage: python benchmarks/shn_acceptance.py [--split search] [--rows 48] [--shots 2] [--templates completion fewshot]
+                                          [--model gemma3-270m]
 
 The embedded synthesis stage's generator and filters (params.yaml `synthesis`), on the first --rows triples of the
 split (the rows the stage itself rewrites). `completion` is the one-shot template with a made-up statin example;
@@ -27,11 +28,14 @@ def main():
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--shots", type=int, default=2)
     ap.add_argument("--templates", nargs="+", default=["completion", "fewshot"])
+    ap.add_argument("--model", default=None, help="another generator model (an asset id: gemma3-270m)")
     args = ap.parse_args()
     paths.setup_environment()
     cfg = config.load("synthesis")
     rows = read_triples(paths.SPLITS / f"{args.split}.jsonl")
     judged, shots = rows[: args.rows], rows[-args.shots:]
+    if args.model:
+        cfg = cfg.model_copy(update={"generator": cfg.generator.model_copy(update={"model": args.model})})
     gen = build_generator(cfg.generator)
     templates = {"completion": TEMPLATES["completion"], "paper": TEMPLATES["paper"],
                  "fewshot": fewshot_template(shots)}
@@ -48,7 +52,7 @@ def main():
                                   "seconds_per_row": round((time.time() - start) / len(judged), 2),
                                   "examples_kept": kept[:3]}
         print(name, out["templates"][name]["kept_share"], dict(reasons), flush=True)
-    save(f"shn_acceptance_{args.split}", out)
+    save(f"shn_acceptance_{args.split}_{cfg.generator.model}", out)
 
 
 if __name__ == "__main__":
