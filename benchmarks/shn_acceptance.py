@@ -46,8 +46,9 @@ def main():
         start, texts = time.time(), []
         for i in range(0, len(prompts), cfg.generator.batch_size):
             texts += gen.generate(prompts[i:i + cfg.generator.batch_size], seed_offset=i)
-        reasons = Counter(judge(t, r, cfg)[1] or "kept" for t, r in zip(texts, judged, strict=True))
-        kept = [t for t, r in zip(texts, judged, strict=True) if judge(t, r, cfg)[1] is None]
+        verdicts = [judge(t, r, cfg) for t, r in zip(texts, judged, strict=True)]
+        reasons = Counter(reason or "kept" for _, reason in verdicts)
+        kept = [text for text, reason in verdicts if reason is None]
         out["templates"][name] = {"kept_share": round(reasons["kept"] / len(judged), 3), "counts": dict(reasons),
                                   "seconds_per_row": round((time.time() - start) / len(judged), 2),
                                   "examples_kept": kept[:3]}
