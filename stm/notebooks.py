@@ -42,14 +42,13 @@ class LiveStream(io.TextIOBase):
 
     def write(self, text: str) -> int:
         for piece in re.split(r"(\n)", text):
-            if "\r" in piece:
+            if "\r" in piece:  # a redraw: only its last non-empty state counts
                 self._bar(next((p for p in reversed(piece.split("\r")) if p), ""))
-            elif piece == "\n" and not self.on_bar:
-                self.out.write(piece)
+            elif piece == "\n":  # ends the bar's line, or is a plain newline
+                self._close_bar() if self.on_bar else self.out.write(piece)
             elif piece:
                 self._close_bar()
-                if piece != "\n":
-                    self.out.write(piece)
+                self.out.write(piece)
         self.out.flush()
         return len(text)
 

@@ -271,7 +271,9 @@ def test_runs_of_different_profiles_and_backbones_never_share_an_output(tmp_path
         assert f"{layout['PROMPTS']}/selected.json" in stage["prompts"]
         assert {layout["SPLITS"], layout["TASKS"], f"{layout['PROFILE_RESULTS']}/data_stats.json",
                 f"{layout['PROFILE_REPORTS']}/00_data.ipynb"} <= stage["data"]
-        assert f"{layout['SYNTH']}/shn" in stage["synthesis"]
+        # stm.notebooks.PROFILE_NOTEBOOKS: the notebooks whose reports DVC declares per profile
+        assert {f"{layout['SYNTH']}/shn", f"{layout['PROFILE_REPORTS']}/01_synthesis.ipynb"} <= stage["synthesis"]
+        assert f"{layout['REPORTS']}/02_prompts.ipynb" in stage["prompts"]
         assert f"{layout['PROFILE_RESULTS']}/baselines.json" in stage["baselines"]
     shared = {"data/assets/models", "data/assets/pubmed"}
     for i, a in enumerate(RUNS):
