@@ -1,0 +1,68 @@
+"""Is it pre-training, or twice the steps? A compute-matched control for Figure 3.
+
+Usage: python benchmarks/pretrain_control.py (after ``dvc repro ablate_pretrain``)
+
+The Figure 3 cells each train ``ablations.steps`` steps, so PT+FT (PT's steps, then FT's) trains twice as long as
+FT. This script trains FT exactly as the ``ablate_pretrain`` stage's FT cell does (same expert, data, seed and
+settings) but for PT+FT's total number of steps, scores it on the same test split, and compares it with the
+committed PT+FT and FT records by the report's paired bootstrap over queries:
+
+- PT+FT vs FT at the same steps: what pre-training adds once the step count is matched (the paper's claim);
+- FT at twice the steps vs FT: what the extra steps alone add.
+
+The adapter goes to ``artifacts/<profile>/<backbone>/benchmarks/pretrain_control`` (git-ignored; an interrupted
+run resumes from its checkpoint). Writes ``benchmarks/results/pretrain_control.json``: the control's record (with
+its per-query nDCG@10) and both comparisons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from common import save
+from stm import config, paths
+from stm.core.evaluation import evaluate_model
+from stm.figures.claims import paired_bootstrap
+from stm.figures.results import ablation_records
+from stm.paths import setup_environment
+from stm.training.ablations import with_overrides
+from stm.training.train import train
+
+
+def main():
+    setup_environment()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="embedded")
+    args = ap.parse_args()
+    a = config.load("ablations", profile=args.profile)
+    tcfg = config.load("training", profile=args.profile)
+    ecfg = config.load("evaluation", profile=args.profile)
+    pre = {k.removeprefix("pretrain_"): r for k, r in ablation_records("pretrain").items()}
+    missing = {"pt_ft", "ft"} - set(pre)
+    if missing:
+        raise SystemExit(f"no Figure 3 record for {sorted(missing)} under {paths.RESULTS.relative_to(paths.ROOT)}: "
+                         "run `dvc repro ablate_pretrain` first")
+    steps = {name: pre[name]["model"]["train"]["steps"] for name in ("pt_ft", "ft")}
+    matched = 2 * steps["ft"]  # PT's steps plus FT's: the PT and FT cells train the same number
+    cfg = with_overrides(tcfg, max_steps=matched)
+    out = paths.ARTIFACTS / "benchmarks" / "pretrain_control"
+    t0 = time.perf_counter()
+    record = train(cfg, a.size_expert, out)
+    train_s = time.perf_counter() - t0
+    result = evaluate_model(out / "adapter", ecfg, f"pretrain/ft_{matched}_steps",
+                            extra={"train": {k: record[k] for k in ("steps", "final_loss", "query_truncated_fraction",
+                                                                     "mean_tokens_per_s", "data", "variant", "expert")}})
+    comparisons = {
+        f"PT+FT vs FT, both {matched} steps (what pre-training adds)": paired_bootstrap(pre["pt_ft"], result),
+        f"FT {matched} steps vs FT {steps['ft']} steps (what the extra steps add)": paired_bootstrap(result, pre["ft"]),
+    }
+    averages = {"pt_ft": pre["pt_ft"]["averages"]["all"], f"ft_{steps['ft']}": pre["ft"]["averages"]["all"],
+                f"ft_{matched}": result["averages"]["all"]}
+    save("pretrain_control", {"profile": args.profile, "expert": a.size_expert, "steps": matched,
+                              "train_seconds": round(train_s, 1), "test_ndcg_at_10": averages,
+                              "comparisons": comparisons, "record": result})
+
+
+if __name__ == "__main__":
+    main()
