@@ -1,6 +1,7 @@
 """Is it pre-training, or twice the steps? A compute-matched control for Figure 3.
 
-Usage: python benchmarks/pretrain_control.py (after ``dvc repro ablate_pretrain``)
+Usage: python benchmarks/pretrain_control.py (after ``dvc repro ablate_pretrain``; the profile and backbone of
+``params.yaml``)
 
 The Figure 3 cells each train ``ablations.steps`` steps, so PT+FT (PT's steps, then FT's) trains twice as long as
 FT. This script trains FT exactly as the ``ablate_pretrain`` stage's FT cell does (same expert, data, seed and
@@ -12,12 +13,12 @@ committed PT+FT and FT records by the report's paired bootstrap over queries:
 
 The adapter goes to ``artifacts/<profile>/<backbone>/benchmarks/pretrain_control`` (git-ignored; an interrupted
 run resumes from its checkpoint). Writes ``benchmarks/results/pretrain_control.json``: the control's record (with
-its per-query nDCG@10) and both comparisons.
+its per-query nDCG@10) and both comparisons, which the ablations report shows beside Figure 3 when the profile
+and backbone match.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from common import save
@@ -32,12 +33,8 @@ from stm.training.train import train
 
 def main():
     setup_environment()
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--profile", default="embedded")
-    args = ap.parse_args()
-    a = config.load("ablations", profile=args.profile)
-    tcfg = config.load("training", profile=args.profile)
-    ecfg = config.load("evaluation", profile=args.profile)
+    profile, backbone = config.active_run()  # the run whose Figure 3 records paths.RESULTS holds
+    a, tcfg, ecfg = config.load("ablations"), config.load("training"), config.load("evaluation")
     pre = {k.removeprefix("pretrain_"): r for k, r in ablation_records("pretrain").items()}
     missing = {"pt_ft", "ft"} - set(pre)
     if missing:
@@ -59,7 +56,7 @@ def main():
     }
     averages = {"pt_ft": pre["pt_ft"]["averages"]["all"], f"ft_{steps['ft']}": pre["ft"]["averages"]["all"],
                 f"ft_{matched}": result["averages"]["all"]}
-    save("pretrain_control", {"profile": args.profile, "expert": a.size_expert, "steps": matched,
+    save("pretrain_control", {"profile": profile, "backbone": backbone, "expert": a.size_expert, "steps": matched,
                               "train_seconds": round(train_s, 1), "test_ndcg_at_10": averages,
                               "comparisons": comparisons, "record": result})
 
