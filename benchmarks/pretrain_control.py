@@ -40,8 +40,8 @@ def main():
     if missing:
         raise SystemExit(f"no Figure 3 record for {sorted(missing)} under {paths.RESULTS.relative_to(paths.ROOT)}: "
                          "run `dvc repro ablate_pretrain` first")
-    steps = {name: pre[name]["model"]["train"]["steps"] for name in ("pt_ft", "ft")}
-    matched = 2 * steps["ft"]  # PT's steps plus FT's: the PT and FT cells train the same number
+    ft_steps = pre["ft"]["model"]["train"]["steps"]
+    matched = 2 * ft_steps  # PT's steps plus FT's: the PT and FT cells train the same number
     cfg = with_overrides(tcfg, max_steps=matched)
     out = paths.ARTIFACTS / "benchmarks" / "pretrain_control"
     t0 = time.perf_counter()
@@ -52,9 +52,9 @@ def main():
                                                                      "mean_tokens_per_s", "data", "variant", "expert")}})
     comparisons = {
         f"PT+FT vs FT, both {matched} steps (what pre-training adds)": paired_bootstrap(pre["pt_ft"], result),
-        f"FT {matched} steps vs FT {steps['ft']} steps (what the extra steps add)": paired_bootstrap(result, pre["ft"]),
+        f"FT {matched} steps vs FT {ft_steps} steps (what the extra steps add)": paired_bootstrap(result, pre["ft"]),
     }
-    averages = {"pt_ft": pre["pt_ft"]["averages"]["all"], f"ft_{steps['ft']}": pre["ft"]["averages"]["all"],
+    averages = {"pt_ft": pre["pt_ft"]["averages"]["all"], f"ft_{ft_steps}": pre["ft"]["averages"]["all"],
                 f"ft_{matched}": result["averages"]["all"]}
     save("pretrain_control", {"profile": profile, "backbone": backbone, "expert": a.size_expert, "steps": matched,
                               "train_seconds": round(train_s, 1), "test_ndcg_at_10": averages,
