@@ -96,8 +96,11 @@ def _cmd_backbone(args) -> None:
     from stm.core.evaluation import evaluate_backbone
 
     tcfg, ecfg = config.load("training"), config.load("evaluation")
-    r = evaluate_backbone(resolve_model(tcfg.backbone), ecfg, tcfg.format, "backbone", tcfg.bidirectional,
-                          out=paths.RESULTS / "backbone.json")
+    from stm.core.retriever import frozen_layers
+
+    backbone = resolve_model(tcfg.backbone)
+    r = evaluate_backbone(backbone, ecfg, tcfg.format, "backbone", tcfg.bidirectional,
+                          out=paths.RESULTS / "backbone.json", frozen_layers=frozen_layers(backbone, tcfg.lora))
     print(r["scores"], r["averages"])
 
 

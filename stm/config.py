@@ -172,6 +172,8 @@ class EvaluationConfig(Strict):
     dtype: Dtype = Field(default="float32", validate_default=True)
     task_data: str | None = Field(default=None, description="Folder of local stand-ins for the MTEB tasks "
                                   "(<task>/<subset>/ BEIR folders, qrels per split); null: mteb loads them from the hub.")
+    prefix_cache: bool = Field(default=True, description="Cache the hidden states of the decoder layers that LoRA "
+                               "leaves frozen, once per run (.cache/prefix; stm/core/prefix.py): exact, a speed-up only.")
 
 
 # -------------------------------------------------------------------------------------- synthesis
@@ -226,6 +228,8 @@ class LoraSettings(Strict):
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: str | list[str] = "all-linear"
+    layers: int | None = Field(default=None, ge=1, description="LoRA on the top this many decoder layers only (the "
+                               "backward stops there and the frozen bottom is cached for evaluation); null: every layer.")
 
 
 class TrainingConfig(Strict):

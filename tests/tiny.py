@@ -26,14 +26,14 @@ def make_tokenizer(folder: Path):
     return fast
 
 
-def make_model(folder: Path, arch: str = "llama", seed: int = 0) -> Path:
-    """Save a 2-layer, hidden-32 random decoder of the given architecture (llama, qwen3, gemma3, phi3)."""
+def make_model(folder: Path, arch: str = "llama", seed: int = 0, layers: int = 2) -> Path:
+    """Save a ``layers``-layer (2), hidden-32 random decoder of the given architecture (llama, qwen3, gemma3, phi3)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)
     tok = make_tokenizer(folder)
-    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
     extra = {"qwen3": dict(head_dim=8), "gemma3_text": dict(head_dim=8, sliding_window=16, query_pre_attn_scalar=8),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from stm import paths
 from stm.config import EvaluationConfig, dump
 from stm.core import retriever as R
 from stm.core.assets import asset_dir
+from stm.core.prefix import PrefixCache
 from stm.core.tasks import TaskSpec, read_task, resolve, to_mteb
 from stm.io import environment_record, write_json
 
@@ -51,8 +53,9 @@ class Encoder:
     """mteb's encoder protocol over a ``SentenceTransformer``: task prompts on queries, the document prompt on passages."""
 
     def __init__(self, model, name: str, batch_size: int = 32, revision: str | None = None,
-                 use_prompts: bool = True):
+                 use_prompts: bool = True, prefix: PrefixCache | None = None):
         self.model = model
+        self.prefix = prefix  # hidden states of the frozen bottom layers, shared with other models of the run
         self.batch_size = batch_size
         self.use_prompts = use_prompts
         self.mteb_model_meta = _meta(name, revision)
@@ -78,7 +81,8 @@ class Encoder:
         todo = sorted({t for t in texts if (kind, prompt, t) not in self._cache})
         if todo:
             if self.use_prompts:
-                emb = R.encode(self.model, todo, kind, prompt, self.batch_size).numpy()
+                with self.prefix.attached(self.model) if self.prefix is not None else nullcontext():
+                    emb = R.encode(self.model, todo, kind, prompt, self.batch_size).numpy()
             else:
                 emb = self.model.encode(todo, batch_size=self.batch_size, convert_to_numpy=True,
                                         show_progress_bar=False)
@@ -163,10 +167,16 @@ def task_specs(cfg: EvaluationConfig, split: str | None = None, root: Path | Non
     return [resolve(t, split or cfg.split, root, cfg.task_data) for t in cfg.tasks]
 
 
+def prefix_cache(cfg: EvaluationConfig, layers: int | None = None) -> PrefixCache | None:
+    """The run's frozen-prefix cache (``evaluation.prefix_cache``): on disk under ``.cache/prefix``, so the stages of
+    a run share it; ``layers``: P for models without an adapter (an adapter's lowest LoRA layer is P otherwise)."""
+    return PrefixCache(layers, paths.CACHE / "prefix") if cfg.prefix_cache else None
+
+
 def score_model(model, cfg: EvaluationConfig, name: str, specs: Sequence[TaskSpec], split: str,
-                extra: dict | None = None, out: Path | None = None) -> dict:
+                extra: dict | None = None, out: Path | None = None, prefix: PrefixCache | None = None) -> dict:
     """Score a retriever on tasks; the record describes the model as it was scored."""
-    enc = Encoder(model, name, cfg.batch_size)
+    enc = Encoder(model, name, cfg.batch_size, prefix=prefix)
     result = evaluate(enc, specs, split, R.describe(model) | {"name": name} | (extra or {}))
     result["evaluation_config"] = dump(cfg)
     if out is not None:
@@ -175,19 +185,24 @@ def score_model(model, cfg: EvaluationConfig, name: str, specs: Sequence[TaskSpe
 
 
 def evaluate_model(source: str | Path, cfg: EvaluationConfig, name: str, split: str | None = None,
-                   out: Path | None = None, extra: dict | None = None, specs: Sequence[TaskSpec] | None = None) -> dict:
+                   out: Path | None = None, extra: dict | None = None, specs: Sequence[TaskSpec] | None = None,
+                   prefix: PrefixCache | None = None) -> dict:
     """Evaluate a folder we wrote (expert or merge): loaded with plain ``SentenceTransformer(path)``; on ``specs``
-    when given (e.g. sampled dev sets), else on the evaluation tasks' ``split``."""
+    when given (e.g. sampled dev sets), else on the evaluation tasks' ``split``. ``prefix``: default, the run's
+    cache (an adapter's frozen layers are found in the adapter)."""
     model = R.load(source, cfg.dtype)
-    return score_model(model, cfg, name, specs or task_specs(cfg, split), split or cfg.split, extra, out)
+    prefix = prefix if prefix is not None else prefix_cache(cfg)
+    return score_model(model, cfg, name, specs or task_specs(cfg, split), split or cfg.split, extra, out, prefix)
 
 
 def evaluate_backbone(backbone: str, cfg: EvaluationConfig, fmt, name: str = "backbone",
-                      bidirectional: bool = False, out: Path | None = None) -> dict:
-    """An untrained decoder in a given format (the 'before training' row)."""
+                      bidirectional: bool = False, out: Path | None = None, frozen_layers: int | None = None) -> dict:
+    """An untrained decoder in a given format (the 'before training' row). ``frozen_layers``: the bottom layers the
+    run's LoRA leaves alone; their output is cached for every later model of the run (``evaluation.prefix_cache``)."""
     instructions = {s.name: s.instruction for s in task_specs(cfg)}
     model = R.build(backbone, fmt, cfg.dtype, bidirectional, instructions)
-    return score_model(model, cfg, name, task_specs(cfg), cfg.split, {"backbone": R.portable(backbone)}, out)
+    return score_model(model, cfg, name, task_specs(cfg), cfg.split, {"backbone": R.portable(backbone)}, out,
+                       prefix_cache(cfg, frozen_layers))
 
 
 def dev_score(result: dict, ndcg_weight: float) -> float:

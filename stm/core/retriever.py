@@ -38,6 +38,7 @@ from transformers import AutoModel, PreTrainedTokenizerBase
 
 from stm import paths
 from stm.config import FormatConfig, LoraSettings
+from stm.core.prefix import decoder_stack
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -197,15 +198,48 @@ def add_lora(model: SentenceTransformer, lora: LoraSettings, seed: int, init_ada
     """
     torch.manual_seed(seed)  # identical LoRA initialisation on every process and every resume
     module = transformer(model)
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.target_modules, bias="none")
+    targets = lora_targets(module.model, lora)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none")
     module.model = get_peft_model(module.model, config)
     if init_adapter:  # continue from an earlier stage's LoRA weights (pre-training, then fine-tuning)
         set_peft_model_state_dict(module.model, load_file(str(Path(init_adapter) / "adapter_model.safetensors")))
     if gradient_checkpointing:
         module.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        module.model.enable_input_require_grads()
+        if lora.layers is None:  # with LoRA on the top layers only, the backward must stop below them
+            module.model.enable_input_require_grads()
     return model
+
+
+def frozen_layers(backbone: str | Path, lora: LoraSettings) -> int | None:
+    """How many bottom decoder layers of ``backbone`` LoRA leaves alone (``lora.layers``); None: LoRA on every layer."""
+    if lora.layers is None:
+        return None
+    from transformers import AutoConfig
+
+    return max(0, AutoConfig.from_pretrained(str(backbone)).num_hidden_layers - lora.layers)
+
+
+def lora_targets(decoder: nn.Module, lora: LoraSettings) -> str | list[str]:
+    """peft's ``target_modules``: the setting as given, or with ``lora.layers`` the full names of the matching
+    linear layers of the top ``layers`` decoder layers. (peft's ``layers_to_transform`` does not match a bare
+    decoder such as ``LlamaModel``, whose module names start with ``layers.``; full names match any architecture.)"""
+    if lora.layers is None:
+        return lora.target_modules
+    stack = decoder_stack(decoder)
+    n = len(stack.layers)
+    if lora.layers > n:
+        raise ValueError(f"training.lora.layers: {lora.layers} exceeds the decoder's {n} layers")
+    wanted = None if lora.target_modules == "all-linear" else (
+        [lora.target_modules] if isinstance(lora.target_modules, str) else list(lora.target_modules))
+    prefix = next(name for name, m in decoder.named_modules() if m is stack)
+    names = []
+    for i in range(n - lora.layers, n):
+        for name, m in stack.layers[i].named_modules():
+            if isinstance(m, nn.Linear) and (wanted is None or name.rsplit(".", 1)[-1] in wanted):
+                names.append(".".join(p for p in (prefix, "layers", str(i), name) if p))
+    if not names:
+        raise ValueError(f"training.lora: no linear layer of the top {lora.layers} layers matches {lora.target_modules!r}")
+    return names
 
 
 def merge_lora(model: SentenceTransformer) -> SentenceTransformer:

@@ -1,15 +1,21 @@
-"""Score linear and task-arithmetic merges without writing models: W = W0 + sum_k c_k * s_k * B_k A_k.
+"""Score merges without writing models: only the LoRA-touched weight matrices are rebuilt per candidate.
 
-Writing a merged model and re-encoding is what makes merge search slow. Experts are LoRA adapters
-on one base, so a linear (normalized) merge equals the base plus the normalized weighted sum of the
-low-rank deltas, and task arithmetic is the same sum with raw weights. We keep the LoRA factors
-(tiny) and rebuild only the touched weight matrices per candidate. Equality with MergeKit's output
-for the same weights is tested to 1e-5.
+Writing a merged model and re-encoding is what makes merge search slow. Experts are LoRA adapters on one base,
+so a linear (normalized) merge equals the base plus the normalized weighted sum of the low-rank deltas,
+W = W0 + sum_k c_k * s_k * B_k A_k, and task arithmetic is the same sum with raw weights. TIES works on the same
+task vectors, each expert's (W0 + s_k B_k A_k) - W0 as mergekit sees it: trimmed to its density by magnitude,
+signs elected by the weighted sum, the agreeing entries summed (mergekit's own ``sparsify`` and ``get_mask``). Every
+weight no adapter touches has a zero task vector, so it stays W0 bit for bit, which is what lets the frozen-prefix
+cache serve every candidate. Equality with mergekit's output for the same weights is tested to 1e-5.
+
+Measured before this port (committed run, 30 layers): a TIES candidate through mergekit took 171 s against 107 s
+for a Linear one in memory; 64 s of the difference was writing and reading five full fp32 models.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +25,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel
 
 from stm.core import retriever as R
+from stm.merging.methods import MergeMethod
 
 
 def lora_factors(adapter: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
@@ -56,6 +63,55 @@ class DeltaMerger:
             raise ValueError(f"adapter weights not in the base model: {sorted(missing)[:3]} ...")
         self.params = {n: params[n] for n in names}
         self.base = {n: p.detach().float().clone() for n, p in self.params.items()}
+        # the decoder layers below every adapter: unchanged by any merge (the frozen prefix, stm/core/prefix.py)
+        layers = [int(m.group(1)) for n in names if (m := re.search(r"(?:^|\.)layers\.(\d+)\.", n))]
+        self.frozen_layers = min(layers) if layers else 0
+
+    def merge(self, method: MergeMethod, weights: Sequence[float],
+              densities: Sequence[float] | None = None) -> SentenceTransformer:
+        """The retriever of one candidate of an in-memory method, with mergekit's parameters for it."""
+        if not method.in_memory:
+            raise ValueError(f"merge method {method.name!r} cannot be reproduced in memory")
+        params = method.defaults
+        if method.uses_density:
+            return self.ties(weights, densities, params["normalize"], params["lambda"])
+        return self.apply(coefficients(method.name, weights))
+
+    @torch.no_grad()
+    def ties(self, weights: Sequence[float], densities: Sequence[float], normalize: bool = False,
+             lam: float = 1.0) -> SentenceTransformer:
+        """mergekit's ``ties`` (``int8_mask``, ``normalize`` and ``lambda`` as given) on the touched matrices."""
+        from mergekit.merge_methods.generalized_task_arithmetic import get_mask
+        from mergekit.sparsify import SparsificationMethod, sparsify
+
+        if len(weights) != len(self.factors) or len(densities) != len(self.factors):
+            raise ValueError(f"{len(weights)} weights, {len(densities)} densities for {len(self.factors)} experts")
+        keep = [k for k, w in enumerate(weights) if w != 0]  # mergekit's config leaves zero-weight experts out
+        for name, p in self.params.items():
+            w0 = self.base[name]
+            rows = [k for k in keep if name in self.factors[k]]
+            if not rows:
+                p.copy_(w0.to(p.dtype))
+                continue
+            deltas = w0.new_empty((len(rows), *w0.shape))
+            for i, k in enumerate(rows):
+                a, b, s = self.factors[k][name]
+                full = w0 + (b @ a) * s  # the expert's weight as peft folds it in (save_full_model)
+                deltas[i] = sparsify(full - w0, density=densities[k], method=SparsificationMethod.magnitude)
+            wt = torch.tensor([weights[k] for k in rows], dtype=deltas.dtype)
+            while wt.dim() < deltas.dim():
+                wt.unsqueeze_(-1)
+            deltas.mul_(wt)
+            mask = get_mask(deltas, method="sum", mask_dtype=torch.int8)
+            mixed = (deltas * mask).sum(dim=0)
+            if normalize:
+                divisor = (wt * mask).sum(dim=0)
+                divisor[divisor == 0] = 1
+                mixed /= divisor
+            if lam != 1:
+                mixed *= lam
+            p.copy_((w0 + mixed).to(p.dtype))
+        return self.model
 
     @torch.no_grad()
     def apply(self, coefficients: Sequence[float]) -> SentenceTransformer:

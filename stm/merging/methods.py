@@ -31,7 +31,7 @@ class MergeMethod:
     uses_base: bool
     uses_density: bool
     defaults: dict = field(default_factory=dict)
-    in_memory: bool = False  # exactly reproducible as base + sum(c_k * delta_k)
+    in_memory: bool = False  # scored by stm/merging/inmemory.py (equal to mergekit within 1e-5); else via mergekit
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {
@@ -40,7 +40,7 @@ MERGE_METHODS: dict[str, MergeMethod] = {
         MergeMethod("linear", "linear", False, False, {"normalize": True}, in_memory=True),
         MergeMethod("task_arithmetic", "task_arithmetic", True, False, {"normalize": False, "lambda": 1.0},
                     in_memory=True),
-        MergeMethod("ties", "ties", True, True, {"normalize": False, "int8_mask": True, "lambda": 1.0}),
+        MergeMethod("ties", "ties", True, True, {"normalize": False, "int8_mask": True, "lambda": 1.0}, in_memory=True),
         MergeMethod("dare_ties", "dare_ties", True, True, {"normalize": False, "int8_mask": True, "lambda": 1.0}),
     )
 }

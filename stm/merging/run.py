@@ -21,10 +21,10 @@ from transformers import AutoModel, AutoTokenizer
 from stm import paths
 from stm.config import EvaluationConfig, MergingConfig, dump
 from stm.core import retriever as R
-from stm.core.evaluation import Encoder, dev_score, evaluate, evaluate_model, task_specs
+from stm.core.evaluation import Encoder, dev_score, evaluate, evaluate_model, prefix_cache, task_specs
 from stm.core.sampling import sample_record, selection_sets
 from stm.io import atomic_path, read_json, sha256_file, sha256_text, write_json
-from stm.merging.inmemory import DeltaMerger, coefficients
+from stm.merging.inmemory import DeltaMerger
 from stm.merging.methods import SOURCE, get_method, mergekit_config, run_mergekit
 from stm.merging.search import Candidate, ScoreCache, best, search
 
@@ -115,9 +115,11 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     full = {n: save_full_model(adapters[n], inputs / n, template, mcfg.dtype) for n in names}
     base = save_full_model(base_path(template), inputs / "base", template, mcfg.dtype)
     merger = DeltaMerger(adapter_dirs, ecfg.dtype)
+    # every candidate and final merge shares the experts' frozen bottom layers: computed once (stm/core/prefix.py)
+    prefix = prefix_cache(ecfg, merger.frozen_layers)
 
     def score_retriever(model, label: str) -> tuple[float, dict]:
-        r = evaluate(Encoder(model, label, ecfg.batch_size), dev_specs, "dev")
+        r = evaluate(Encoder(model, label, ecfg.batch_size, prefix=prefix), dev_specs, "dev")
         return dev_score(r, mcfg.search.ndcg_weight), r
 
     report: dict = {"experts": names, "search": dump(mcfg.search), "methods": {},
@@ -127,7 +129,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
 
         def score(c: Candidate, method=method, m=m) -> float:
             if m.in_memory:
-                s, _ = score_retriever(merger.apply(coefficients(method, c.weights)), f"{method}-candidate")
+                s, _ = score_retriever(merger.merge(m, c.weights, c.densities), f"{method}-candidate")
             else:
                 cfg = mergekit_config(method, list(full.values()), c.weights, base, c.densities, mcfg.dtype)
                 tmp = inputs / f"candidate-{method}"
@@ -152,7 +154,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
             R.save(merged_retriever(template, scratch, "float32"), tmp)
         # scored as a user loads it: plain SentenceTransformer(path)
         test = evaluate_model(final, ecfg, f"stm-{method}", "test",
-                              extra={"merge": {"method": method, **chosen, "experts": names}})
+                              extra={"merge": {"method": method, **chosen, "experts": names}}, prefix=prefix)
         entry = {"history": history, "chosen": chosen, "dev_score": chosen["score"], "test": test,
                  "mergekit_config": portable(cfg),
                  # from the score cache: a resumed search still reports what scoring a candidate costs
@@ -161,7 +163,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
                  "candidates_reused": cache.reused}
         if m.in_memory:  # the merge we searched in memory is the merge mergekit built
             probe = ["a probe sentence about heart disease in mice"]
-            mem = DeltaMerger(adapter_dirs, "float32").apply(coefficients(method, chosen["weights"]))
+            mem = DeltaMerger(adapter_dirs, "float32").merge(m, chosen["weights"], chosen["densities"])
             entry["inmemory_vs_mergekit_max_abs_diff"] = float(
                 (R.encode(R.load(final, "float32"), probe, R.DOCUMENT) - R.encode(mem, probe, R.DOCUMENT)).abs().max())
         (final / "README.md").write_text(model_card(method, names, chosen, chosen["score"], test, mcfg.search.strategy))
