@@ -37,7 +37,9 @@ def peak_rss_mb() -> float:
 
 def save(name: str, record: dict) -> Path:
     OUT.mkdir(exist_ok=True)
-    record = record | {"machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+    from stm.io import cpu_record
+
+    record = record | {"machine": platform.machine(), "cpu": cpu_record(), "cpu_threads": torch.get_num_threads(),
                        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")

@@ -128,6 +128,9 @@ def main() -> None:
     ap.add_argument("--profile", default=None, help="run in a temporary copy with this profile")
     ap.add_argument("--backbone", default=None, help="with --profile: the run's backbone (smoke: smollm2-2l)")
     ap.add_argument("--force", action="store_true", help="rerun stages even if up to date")
+    ap.add_argument("--name", default=None, help="the result file's name (default pipeline_<profile>_<target>)")
+    ap.add_argument("--install-seconds", type=float, default=None,
+                    help="the environment's install time, measured before (./run.sh's setup), added to the total")
     args = ap.parse_args()
 
     cwd = copy_tree(args.profile, args.backbone) if args.profile else ROOT
@@ -158,10 +161,13 @@ def main() -> None:
     if noop.returncode:
         sys.exit(f"no-op dvc repro failed:\n{noop.stderr[-2000:]}")
     print(f"{'total':28s} {total:8.1f} s\n{'no-op dvc repro':28s} {noop_s:8.2f} s")
-    save(f"pipeline_{env_profile}_{args.target or 'all'}",
-         {"profile": env_profile, "target": args.target or "(all)", "stage_seconds": times, "up_to_date": skipped,
-          "disk_gb": disk, "disk_peak_gb": max((d["peak_gb"] for d in disk.values()), default=0.0),
-          "total_seconds": total, "noop_seconds": noop_s, "ran_in": "a temporary copy" if args.profile else "."})
+    record = {"profile": env_profile, "target": args.target or "(all)", "stage_seconds": times, "up_to_date": skipped,
+              "disk_gb": disk, "disk_peak_gb": max((d["peak_gb"] for d in disk.values()), default=0.0),
+              "total_seconds": total, "noop_seconds": noop_s, "ran_in": "a temporary copy" if args.profile else "."}
+    if args.install_seconds is not None:
+        record |= {"install_seconds": args.install_seconds,
+                   "total_with_install_seconds": round(total + args.install_seconds, 1)}
+    save(args.name or f"pipeline_{env_profile}_{args.target or 'all'}", record)
     if args.profile and not os.environ.get("STM_KEEP_COPY"):
         shutil.rmtree(cwd.parent, ignore_errors=True)
 

@@ -40,7 +40,7 @@ def _cmd_synthesize(args) -> None:
     from stm import config
     from stm.synthesis.shn import run
 
-    run(config.load("synthesis"))
+    run(config.load("synthesis"), training=config.load("training"))
 
 
 def _cmd_prompts(args) -> None:
@@ -48,6 +48,14 @@ def _cmd_prompts(args) -> None:
     from stm.prompts.optimizers import backbone_retriever, run
 
     run(config.load("prompts"), retriever=backbone_retriever(config.load("training")))
+
+
+def _cmd_pools(args) -> None:
+    from stm import config
+    from stm.prompts.optimizers import gp_pools
+
+    table = gp_pools(config.load("prompts"))
+    print({n: len(p) for n, p in table["pools"].items()})
 
 
 def _cmd_train(args) -> None:
@@ -104,6 +112,16 @@ def _cmd_backbone(args) -> None:
     print(r["scores"], r["averages"])
 
 
+def _cmd_compare(args) -> None:
+    from stm.figures.compare import committed_records, compare, render
+    from stm.figures.results import model_records
+
+    rows = compare(committed_records(args.ref), model_records())
+    print(render(rows))
+    if any(r["verdict"] in ("outside", "missing") for r in rows):
+        sys.exit(1)
+
+
 def _cmd_tasks(args) -> None:
     from stm import config
     from stm.core.tasks import describe_tasks
@@ -148,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("data", help="build the training splits and evaluation tasks")
     sub.add_parser("baselines", help="BM25 and MiniLM on the test tasks")
     sub.add_parser("synthesize", help="synthetic hard negatives")
-    sub.add_parser("prompts", help="retrieval prompt optimization")
+    sub.add_parser("prompts", help="retrieval prompt optimization (the main line's prompts)")
+    sub.add_parser("pools", help="the GP-N prompt pools of every size in prompts.gp_sizes (Table 10's ablation)")
     t = sub.add_parser("train", help="train one expert (or FT-all) and evaluate it")
     t.add_argument("--expert", required=True)
     t.add_argument("--variant")
@@ -164,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out")
     sub.add_parser("merge", help="search merge weights on dev, build merges, evaluate on test")
     sub.add_parser("backbone", help="evaluate the untrained backbone (the reference every expert must beat)")
+    cp = sub.add_parser("compare", help="this run's scores against the committed ones: inside their 95%% intervals?")
+    cp.add_argument("--ref", default="HEAD", help="the git revision holding the committed results")
     tk = sub.add_parser("tasks", help="list a profile's test tasks and dev sets: splits, subsets, instruction")
     tk.add_argument("--profile", default=None, help="embedded, smoke or paper (default: params.yaml's)")
     a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po (Table 10), "

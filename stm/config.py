@@ -181,6 +181,9 @@ class SynthesisConfig(Strict):
     generator: GenerationConfig = GenerationConfig(max_new_tokens=96, style="completion", batch_size=16)
     splits: list[str] = ["search"]
     rows_per_split: int | None = Field(default=320, ge=1, description="Cap on rows to rewrite (None: all).")
+    rows: Literal["trained", "first"] = Field(default="trained", description="trained: the rows the split's expert "
+                                              "sees in training, in the order it first sees them (training.batch_size, "
+                                              "max_steps, seed); first: the split's first rows.")
     mode: Literal["replace", "add"] = "replace"
     min_words: int = Field(default=12, ge=1)
     max_words: int = Field(default=200, ge=2)

@@ -115,7 +115,26 @@ def tree_hash(path: Path | str) -> str:
     return h.hexdigest()[:16]
 
 
-def environment_record() -> dict[str, str]:
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "asimd", "sve")
+
+
+def cpu_record() -> dict:
+    """The CPU a result was computed on: float32 kernels (and so greedy generations) differ across instruction sets."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model", "CPU part") and name in ("", platform.machine(), platform.processor()):
+                name = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": name, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count()}
+
+
+def environment_record() -> dict:
     import torch
     import transformers
 
@@ -124,4 +143,7 @@ def environment_record() -> dict[str, str]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "machine": platform.machine(),
+        "cpu": cpu_record(),
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }

@@ -77,8 +77,14 @@ use(*_params_run())
 
 def setup_environment() -> None:
     """Keep every tool's cache inside the project; the hub stays reachable unless the user opts out."""
+    # the hub's model and dataset caches, not HF_HOME: HF_HOME also holds the login token (`hf auth login`), which
+    # the gated google/gemma-2b needs (HF_TOKEN works too), so it stays where the user's login put it, before
+    # XDG_CACHE_HOME (which the hub would derive it from) moves into the project
+    user_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    os.environ.setdefault("HF_HOME", os.path.join(user_cache, "huggingface"))
     for var, sub in {
-        "HF_HOME": "hf",
+        "HF_HUB_CACHE": "hf/hub",
+        "HF_DATASETS_CACHE": "hf/datasets",
         "MTEB_CACHE": "mteb",
         "MPLCONFIGDIR": "matplotlib",
         "XDG_CACHE_HOME": "xdg",

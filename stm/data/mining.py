@@ -28,11 +28,10 @@ def minilm_topk(corpus: Sequence[str], queries: Sequence[str], k: int) -> np.nda
     import torch
     from sentence_transformers import SentenceTransformer
 
-
-    model = SentenceTransformer(str(asset_dir("minilm")), device="cpu")
+    model = SentenceTransformer(str(asset_dir("minilm")), device="cuda" if torch.cuda.is_available() else "cpu")
     c = model.encode(list(corpus), convert_to_tensor=True, normalize_embeddings=True, batch_size=64)
     q = model.encode(list(queries), convert_to_tensor=True, normalize_embeddings=True, batch_size=64)
-    return torch.topk(q @ c.T, k=min(k, len(corpus)), dim=1).indices.numpy()
+    return torch.topk(q @ c.T, k=min(k, len(corpus)), dim=1).indices.cpu().numpy()
 
 
 def _words(text: str) -> set[str]:

@@ -55,22 +55,21 @@ def no_optimization(cfg: PromptsConfig, out: Path, retriever: Callable | None = 
     return {"optimizer": "none", "pools": {s: [SPLIT_INSTRUCTIONS[s]] for s in cfg.splits}}
 
 
-def generic_prompts(cfg: PromptsConfig, out: Path) -> tuple[list[str], dict]:
-    """Write up to max(gp_sizes) distinct generic retrieval prompts; returns (prompts, counts)."""
+def generic_prompts(cfg: PromptsConfig, out: Path, target: int) -> tuple[list[str], dict]:
+    """Up to ``target`` distinct generic retrieval prompts; returns (prompts, counts).
+
+    The one prompt is sampled one batch at a time (sample ids 0..15, 16..31, ...: distinct cache rows and seeds)
+    until ``target`` pass the filters, so a pool of 10 costs two or three batches and a pool of 100 extends the same
+    cache: its first 10 prompts are the 10 of the smaller pool."""
     gen = build_generator(cfg.generator)
-    target = max(cfg.gp_sizes)
+    batch = cfg.generator.batch_size
     kept: list[str] = []
     counts: dict[str, int] = {}
-    # the same prompt, sampled many times: distinct sample ids give distinct cache rows and seeds
-    drawn = 0
-    for _ in range(6):
-        need = target - len(kept)
-        if need <= 0:
-            break
-        n = need * 2
-        outs = generate_cached(gen, [GP_PROMPT] * n, out / "cache" / "gp.jsonl", cfg.generator.batch_size,
-                               desc="GP prompts", sample_ids=range(drawn, drawn + n))
-        drawn += n
+    drawn, cap = 0, 12 * target + batch  # a generator that fails the filters always stops here
+    while len(kept) < target and drawn < cap:
+        outs = generate_cached(gen, [GP_PROMPT] * batch, out / "cache" / "gp.jsonl", batch,
+                               desc="GP prompts", sample_ids=range(drawn, drawn + batch))
+        drawn += batch
         for o in outs:
             # a prompt is an instruction, not an essay: keep the first sentence. Small generators ramble on,
             # and a long prompt leaves no room for the query within max_query_tokens (training truncates)
@@ -84,18 +83,27 @@ def generic_prompts(cfg: PromptsConfig, out: Path) -> tuple[list[str], dict]:
             counts[reason or "kept"] = counts.get(reason or "kept", 0) + 1
             if reason is None and len(kept) < target:
                 kept.append(text)
-    return kept, {"generator": gen.id, "settings": gen.settings(), "counts": counts}
+    return kept, {"generator": gen.id, "settings": gen.settings(), "counts": counts, "sampled": drawn}
 
 
 @OPTIMIZERS.register("gp")
 def gp(cfg: PromptsConfig, out: Path, retriever: Callable | None = None) -> dict:
-    prompts, meta = generic_prompts(cfg, out)
-    pools = {str(n): prompts[:n] for n in cfg.gp_sizes}
-    write_json(out / "gp.json", {"pools": pools, **meta})
-    chosen = pools[str(cfg.gp_size)]
+    """GP-N with N = ``gp_size``: only the main line's pool is generated here (the larger pools: :func:`gp_pools`)."""
+    chosen, meta = generic_prompts(cfg, out, cfg.gp_size)
     if not chosen:
-        raise RuntimeError("GP: the generator produced no usable prompt; see prompts/gp.json counts")
+        raise RuntimeError(f"GP: the generator produced no usable prompt in {meta['sampled']} samples; counts: "
+                           f"{meta['counts']}")
     return {"optimizer": "gp", "size": cfg.gp_size, "actual_size": len(chosen), "pools": {"*": chosen}, **meta}
+
+
+def gp_pools(cfg: PromptsConfig, out: Path | None = None) -> dict:
+    """Table 10's pools, GP-N for every N of ``gp_sizes``, nested (each the first N prompts of the largest): written
+    to ``prompts/gp.json`` for the prompt-pool ablation, whatever optimizer the main line uses."""
+    out = Path(out or paths.PROMPTS)
+    prompts, meta = generic_prompts(cfg, out, max(cfg.gp_sizes))
+    table = {"pools": {str(n): prompts[:n] for n in cfg.gp_sizes}, **meta, "config": dump(cfg)}
+    write_json(out / "gp.json", table)
+    return table
 
 
 @OPTIMIZERS.register("gepa")
@@ -118,7 +126,7 @@ def backbone_retriever(tcfg: TrainingConfig) -> Callable:
 
 
 def run(cfg: PromptsConfig, out: Path | None = None, retriever: Callable | None = None) -> dict:
-    """Write ``selected.json`` (and ``gp.json``); ``retriever`` builds the model that GEPA scores with."""
+    """Write ``selected.json``, the main line's prompts; ``retriever`` builds the model that GEPA scores with."""
     out = Path(out or paths.PROMPTS)
     selected = OPTIMIZERS.lookup(cfg.optimizer)(cfg, out, retriever) | {"config": dump(cfg)}
     write_json(out / "selected.json", selected)

@@ -37,6 +37,7 @@ from transformers import get_linear_schedule_with_warmup
 from stm.config import TrainingConfig, dump
 from stm.core import retriever as R
 from stm.core.assets import resolve_model
+from stm.core.sampling import batch_order, training_steps
 from stm.core.tasks import EMBEDDED_TASKS, PAPER_TASKS
 from stm.io import atomic_path, environment_record, sha256_text, write_json
 from stm.training.data import load_rows
@@ -91,21 +92,6 @@ def build_model(cfg: TrainingConfig, device: torch.device | str = "cpu") -> Sent
                     device=device)
     R.add_lora(model, cfg.lora, cfg.seed, cfg.init_adapter, cfg.gradient_checkpointing)
     return model.to(device)
-
-
-def batch_order(n_rows: int, batch: int, steps: int, seed: int) -> list[list[int]]:
-    """Row indices for each global batch: a fresh seeded permutation per epoch, dropping the tail."""
-    per_epoch = n_rows // batch
-    if per_epoch == 0:
-        raise ValueError(f"{n_rows} rows cannot fill one batch of {batch}")
-    order = []
-    epoch = 0
-    while len(order) < steps:
-        g = torch.Generator().manual_seed(seed + epoch)
-        perm = torch.randperm(n_rows, generator=g).tolist()
-        order += [perm[i * batch : (i + 1) * batch] for i in range(per_epoch)]
-        epoch += 1
-    return order[:steps]
 
 
 def _sync_grads(params: list[torch.nn.Parameter], dist: Dist) -> None:
@@ -237,7 +223,7 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
     if cfg.batch_size % dist.world:
         raise ValueError(f"training.batch_size {cfg.batch_size} is not divisible by {dist.world} processes")
     device = device_for(dist)
-    steps = cfg.max_steps or max(1, math.floor(cfg.epochs * len(rows) / cfg.batch_size))
+    steps = training_steps(len(rows), cfg.batch_size, cfg.max_steps, cfg.epochs)
     model = build_model(cfg, device)
     params = list(_trainable(model).values())
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

@@ -1,0 +1,109 @@
+"""The embedded backbone, chosen on dev: depth N of SmolLM2, LoRA on its top K layers, learning rate and steps.
+
+Usage: python benchmarks/depth_sweep.py [--cells 8:4:3e-4:40 12:4:3e-4:40 ...] [--expert all]
+
+Each cell trains FT-all (``stm.training.train``, exactly as the training stage does, with the embedded profile's
+settings and the cell's overrides: ``backbone: smollm2-<N>l``, ``training.lora.layers: K``, the learning rate and
+``max_steps``) and scores it on the **dev** split of the embedded tasks, never test. Cells of one depth share the
+frozen-prefix cache (the bottom N-K layers are the base's). Every cell records its dev nDCG@10 per task and per
+query, its training seconds, and a paired bootstrap against the first cell; adapters go to the git-ignored
+``artifacts/sweep/`` and a finished cell is not trained again. Writes ``benchmarks/results/depth_sweep.json`` and
+``depth_sweep.png``. The main line's `backbone` and `training` values in params.yaml are read off this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import OUT, save
+from stm import config, paths
+from stm.core import assets
+from stm.core.evaluation import evaluate_model, prefix_cache, task_specs
+from stm.figures.claims import bootstrap_mean, paired_bootstrap
+from stm.io import environment_record
+from stm.paths import setup_environment
+from stm.training.train import train
+
+DEFAULT_CELLS = ["8:4:3e-4:40", "8:8:3e-4:40", "12:4:3e-4:40", "6:3:3e-4:40", "8:4:1e-3:40", "8:4:1e-3:80"]
+
+
+def parse(cell: str) -> dict:
+    n, k, lr, steps = cell.split(":")
+    return {"layers": int(n), "lora_layers": None if k == "all" else int(k), "learning_rate": float(lr),
+            "steps": int(steps)}
+
+
+def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
+    backbone = f"smollm2-{cell['layers']}l"
+    assets.fetch(backbone)
+    name = f"{backbone}_k{cell['lora_layers'] or 'all'}_lr{cell['learning_rate']:g}_s{cell['steps']}"
+    base = config.load("training", profile="embedded")
+    cfg = base.model_copy(update={
+        "backbone": backbone, "learning_rate": cell["learning_rate"], "max_steps": cell["steps"],
+        "lora": base.lora.model_copy(update={"layers": cell["lora_layers"]})})
+    out = paths.ROOT / "artifacts" / "sweep" / name
+    record_file = out / "dev.json"
+    if record_file.exists():
+        return json.loads(record_file.read_text())
+    t0 = time.perf_counter()
+    rec = train(cfg, expert, out)
+    train_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    dev = evaluate_model(out / "adapter", ecfg, name, "dev", specs=specs, prefix=prefix_cache(ecfg))
+    row = {"cell": name, **cell, "backbone": backbone, "train_seconds": round(train_s, 1),
+           "eval_seconds": round(time.perf_counter() - t1, 1), "final_loss": rec["final_loss"],
+           "mean_tokens_per_s": rec["mean_tokens_per_s"], "dev_ndcg_at_10": dev["averages"]["all"],
+           "per_task": {t: s["ndcg_at_10"] for t, s in dev["scores"].items()},
+           "per_query_ndcg_at_10": dev["per_query_ndcg_at_10"], "data": rec["data"]}
+    record_file.write_text(json.dumps(row))
+    print({k: v for k, v in row.items() if k not in ("per_query_ndcg_at_10", "data")}, flush=True)
+    return row
+
+
+def main():
+    setup_environment()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cells", nargs="+", default=DEFAULT_CELLS, help="N:K:lr:steps (K 'all': every layer)")
+    ap.add_argument("--expert", default="all")
+    args = ap.parse_args()
+    ecfg = config.load("evaluation", profile="embedded")
+    specs = task_specs(ecfg, "dev")
+    rows = [run_cell(parse(c), args.expert, ecfg, specs) for c in args.cells]
+    ref = rows[0]
+    table = []
+    for r in rows:
+        mean, lo, hi = bootstrap_mean(r)
+        table.append({k: v for k, v in r.items() if k not in ("per_query_ndcg_at_10", "data")}
+                     | {"ci95": [round(lo, 4), round(hi, 4)],
+                        "vs_first": None if r is ref else paired_bootstrap(r, ref)})
+    save("depth_sweep", {"expert": args.expert, "split": "dev", "first_cell": ref["cell"], "cells": table,
+                         "data": ref["data"], "environment": environment_record()})
+    figure(table)
+
+
+def figure(table: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    labels = [f"N={r['layers']} K={r['lora_layers'] or 'all'}\nlr {r['learning_rate']:g}, {r['steps']} st" for r in table]
+    means = [r["dev_ndcg_at_10"] for r in table]
+    err = [[m - r["ci95"][0] for m, r in zip(means, table)], [r["ci95"][1] - m for m, r in zip(means, table)]]
+    ax.bar(range(len(table)), means, yerr=err, capsize=3, color="#4c72b0")
+    for i, r in enumerate(table):
+        ax.text(i, 0.02, f"{r['train_seconds']:.0f}s", ha="center", color="white", fontsize=7)
+    ax.set_xticks(range(len(table)), labels, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("dev nDCG@10 (4 tasks, 95% CI)")
+    ax.set_title("FT-all on SmolLM2 cut to N layers, LoRA on the top K (dev split; bar text: training time)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(OUT / "depth_sweep.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()

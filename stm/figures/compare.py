@@ -1,0 +1,67 @@
+"""A fresh run against the committed one: is each model's score inside the committed bootstrap interval?
+
+On the machine that made the committed results a rerun is bit-identical (the determinism test). On another CPU the
+float32 kernels differ in the last bits, SmolLM2's greedy generations can flip on a near-tie, and the data and
+scores move a little: the guarantee there is statistical. ``python -m stm compare`` reads the committed records
+from git (``HEAD`` by default) and the fresh ones from the working tree, and says model by model whether the fresh
+task-averaged nDCG@10 falls inside the committed model's 95% bootstrap interval over queries.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+from stm import paths
+from stm.figures.claims import bootstrap_mean
+from stm.figures.results import model_records
+
+
+def committed_records(ref: str = "HEAD", root: Path | None = None) -> dict[str, dict]:
+    """The main-line records of the active run as committed at ``ref``."""
+    root = Path(root or paths.ROOT)
+    run = paths.RESULTS.relative_to(paths.ROOT)
+    profile = paths.PROFILE_RESULTS.relative_to(paths.ROOT)
+    proc = subprocess.run(["git", "archive", ref, str(profile)], cwd=root, capture_output=True)
+    if proc.returncode != 0:
+        raise FileNotFoundError(f"git archive {ref} {profile}: {proc.stderr.decode().strip()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(fileobj=BytesIO(proc.stdout)) as tar:
+            tar.extractall(tmp, filter="data")
+        return model_records(Path(tmp) / run, Path(tmp) / profile / "baselines.json")
+
+
+def compare(committed: dict[str, dict], fresh: dict[str, dict]) -> list[dict]:
+    """One row per model in both: committed mean and interval, fresh mean, and whether it lies inside."""
+    rows = []
+    for label, old in committed.items():
+        new = fresh.get(label)
+        ci = bootstrap_mean(old)
+        if new is None or ci is None:
+            rows.append({"model": label, "committed": old["averages"]["all"], "ci95": None,
+                         "fresh": None if new is None else new["averages"]["all"],
+                         "verdict": "missing" if new is None else
+                         "identical" if new["averages"] == old["averages"] else "no interval (no per-query scores)"})
+            continue
+        mean, lo, hi = ci
+        value = new["averages"]["all"]
+        same = new.get("per_query_ndcg_at_10") == old.get("per_query_ndcg_at_10")
+        rows.append({"model": label, "committed": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)],
+                     "fresh": round(value, 4), "delta": round(value - mean, 4),
+                     "verdict": "identical" if same else "inside" if lo <= value <= hi else "outside"})
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    lines = [f"{'model':<22} {'committed':>9} {'95% interval':>18} {'fresh':>7} {'delta':>7}  verdict"]
+    for r in rows:
+        ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r["ci95"] else "-"
+        fresh = f"{r['fresh']:.4f}" if r["fresh"] is not None else "-"
+        delta = f"{r['delta']:+.4f}" if r.get("delta") is not None else "-"
+        lines.append(f"{r['model']:<22} {r['committed']:>9.4f} {ci:>18} {fresh:>7} {delta:>7}  {r['verdict']}")
+    inside = sum(r["verdict"] in ("inside", "identical") for r in rows)
+    lines.append(f"{inside} of {len(rows)} models inside the committed intervals")
+    return "\n".join(lines)
