@@ -6,7 +6,7 @@ Each cell trains FT-all (``stm.training.train``, exactly as the training stage d
 settings and the cell's overrides: ``backbone: smollm2-<N>l``, ``training.lora.layers: K``, the learning rate and
 ``max_steps``) and scores it on the **dev** split of the embedded tasks, never test. Cells of one depth share the
 frozen-prefix cache (the bottom N-K layers are the base's). Every cell records its dev nDCG@10 per task and per
-query, its training seconds, and a paired bootstrap against the first cell; adapters go to the git-ignored
+query, its training seconds, and a paired bootstrap against the reference (the deepest cell with LoRA on every layer); adapters go to the git-ignored
 ``artifacts/sweep/`` and a finished cell is not trained again. Writes ``benchmarks/results/depth_sweep.json`` and
 ``depth_sweep.png``. The main line's `backbone` and `training` values in params.yaml are read off this table.
 """
@@ -26,7 +26,8 @@ from stm.io import environment_record
 from stm.paths import setup_environment
 from stm.training.train import train
 
-DEFAULT_CELLS = ["8:4:3e-4:40", "8:8:3e-4:40", "12:4:3e-4:40", "6:3:3e-4:40", "8:4:1e-3:40", "8:4:1e-3:80"]
+DEFAULT_CELLS = ["8:4:3e-4:40", "8:8:3e-4:40", "8:4:1e-3:40", "8:8:1e-3:40", "12:all:1e-3:40", "16:8:1e-3:40",
+                 "30:all:3e-4:40", "12:all:1e-3:80"]  # the committed sweep, in the order it ran
 
 
 def parse(cell: str) -> dict:
@@ -71,14 +72,16 @@ def main():
     ecfg = config.load("evaluation", profile="embedded")
     specs = task_specs(ecfg, "dev")
     rows = [run_cell(parse(c), args.expert, ecfg, specs) for c in args.cells]
-    ref = rows[0]
+    # the reference: the full-depth model with LoRA everywhere (the committed main line's design), when swept
+    full = [r for r in rows if r["lora_layers"] is None]
+    ref = max(full, key=lambda r: (r["layers"], -r["learning_rate"])) if full else rows[0]
     table = []
     for r in rows:
         mean, lo, hi = bootstrap_mean(r)
         table.append({k: v for k, v in r.items() if k not in ("per_query_ndcg_at_10", "data")}
                      | {"ci95": [round(lo, 4), round(hi, 4)],
-                        "vs_first": None if r is ref else paired_bootstrap(r, ref)})
-    save("depth_sweep", {"expert": args.expert, "split": "dev", "first_cell": ref["cell"], "cells": table,
+                        "vs_reference": None if r is ref else paired_bootstrap(r, ref)})
+    save("depth_sweep", {"expert": args.expert, "split": "dev", "reference": ref["cell"], "cells": table,
                          "data": ref["data"], "environment": environment_record()})
     figure(table)
 

@@ -180,7 +180,7 @@ class EvaluationConfig(Strict):
 class SynthesisConfig(Strict):
     generator: GenerationConfig = GenerationConfig(max_new_tokens=96, style="completion", batch_size=16)
     splits: list[str] = ["search"]
-    rows_per_split: int | None = Field(default=320, ge=1, description="Cap on rows to rewrite (None: all).")
+    rows_per_split: int | None = Field(default=80, ge=1, description="Cap on rows to rewrite (None: all).")
     rows: Literal["trained", "first"] = Field(default="trained", description="trained: the rows the split's expert "
                                               "sees in training, in the order it first sees them (training.batch_size, "
                                               "max_steps, seed); first: the split's first rows.")
@@ -236,7 +236,7 @@ class LoraSettings(Strict):
 
 
 class TrainingConfig(Strict):
-    backbone: str = Field(default="smollm2", description="params.yaml's top-level `backbone` (load() fills it in).")
+    backbone: str = Field(default="smollm2-12l", description="params.yaml's top-level `backbone` (load() fills it in).")
     variant: Literal["ft", "shn", "po", "shn_po"] = Field(default="ft", description="Variant of an expert that "
                                                           "`variants` does not name.")
     variants: dict[str, Literal["ft", "shn", "po", "shn_po"]] = Field(
@@ -244,11 +244,11 @@ class TrainingConfig(Strict):
                                                 "the merge).")
     po_pool: int | None = Field(default=None, ge=1, description="PO from the GP-N pool of this size (Table 10); None: prompts/selected.json.")
     lora: LoraSettings = LoraSettings()
-    learning_rate: float = Field(default=3e-4, gt=0, lt=1)
+    learning_rate: float = Field(default=1e-3, gt=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_steps: int = Field(default=5, ge=0)
     batch_size: int = Field(default=8, ge=2, description="Global batch (triples per step).")
-    max_steps: int | None = Field(default=40, ge=1, description="None: one epoch.")
+    max_steps: int | None = Field(default=80, ge=1, description="None: one epoch.")
     epochs: float = Field(default=1.0, gt=0)
     max_train_rows: int | None = Field(default=None, ge=2, description="Subsample a split (Figure 4).")
     train_file: str | None = Field(default=None, description="Train on this triple file instead of the expert's split.")

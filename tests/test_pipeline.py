@@ -39,8 +39,8 @@ def _smoke_run(tmp_path_factory, name="smoke", profile="smoke", prepare=None, ta
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(src.read_bytes())
     params = repo / "params.yaml"
-    params.write_text(params.read_text().replace("profile: embedded", f"profile: {profile}", 1)
-                      .replace("backbone: smollm2\n", f"backbone: {BACKBONES[profile]}\n", 1))
+    params.write_text(re.sub(r"(?m)^backbone: \S+", f"backbone: {BACKBONES[profile]}",
+                             params.read_text().replace("profile: embedded", f"profile: {profile}", 1), count=1))
     for r in [*(repo / "results").glob("**/*.json"), *(repo / "results").glob("**/*.png")]:
         r.unlink()  # results and figures must come from this run
     env = {**os.environ, "STM_ROOT": str(repo), "STM_WHEELS": str(ROOT / "data" / "assets" / "wheels"),

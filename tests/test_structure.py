@@ -2,6 +2,7 @@
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -240,7 +241,7 @@ def _dvc_outs(repo: Path) -> dict[str, set[str]]:
         return {st.name: {str(Path(o.fs_path).relative_to(repo)) for o in st.outs} for st in r.index.stages}
 
 
-RUNS = [("embedded", "smollm2"), ("smoke", "smollm2-2l"), ("paper", "qwen3-0.6b"), ("paper", "gemma-2b"),
+RUNS = [("embedded", "smollm2-12l"), ("smoke", "smollm2-2l"), ("paper", "qwen3-0.6b"), ("paper", "gemma-2b"),
         ("rehearsal", "qwen3-0.6b")]
 
 
@@ -259,8 +260,8 @@ def test_runs_of_different_profiles_and_backbones_never_share_an_output(tmp_path
     text = (ROOT / "params.yaml").read_text()
     outs = {}
     for profile, backbone in RUNS:
-        (tmp_path / "params.yaml").write_text(text.replace("profile: embedded", f"profile: {profile}", 1)
-                                              .replace("backbone: smollm2\n", f"backbone: {backbone}\n", 1))
+        (tmp_path / "params.yaml").write_text(re.sub(r"(?m)^backbone: \S+", f"backbone: {backbone}",
+                                                     text.replace("profile: embedded", f"profile: {profile}", 1), count=1))
         outs[profile, backbone] = _dvc_outs(tmp_path)
         layout = {k: str(v.relative_to(paths.ROOT)) for k, v in paths.layout(profile, backbone).items()}
         stage = outs[profile, backbone]
