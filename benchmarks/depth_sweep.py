@@ -92,14 +92,18 @@ def figure(table: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    labels = [f"N={r['layers']} K={r['lora_layers'] or 'all'}\nlr {r['learning_rate']:g}, {r['steps']} st" for r in table]
+    fig, ax = plt.subplots(figsize=(9.5, 3.8))
+    labels = [f"N={r['layers']}, K={r['lora_layers'] or 'all'}\nlr {r['learning_rate']:g}\n{r['steps']} steps" for r in table]
     means = [r["dev_ndcg_at_10"] for r in table]
     err = [[m - r["ci95"][0] for m, r in zip(means, table)], [r["ci95"][1] - m for m, r in zip(means, table)]]
-    ax.bar(range(len(table)), means, yerr=err, capsize=3, color="#4c72b0")
+    ref = next(i for i, r in enumerate(table) if r["vs_reference"] is None)
+    colors = ["#dd8452" if i == ref else "#4c72b0" for i in range(len(table))]
+    ax.bar(range(len(table)), means, yerr=err, capsize=3, color=colors)
+    ax.text(ref, means[ref] + 0.09, "reference", ha="center", fontsize=7)
     for i, r in enumerate(table):
         ax.text(i, 0.02, f"{r['train_seconds']:.0f}s", ha="center", color="white", fontsize=7)
     ax.set_xticks(range(len(table)), labels, fontsize=7)
+    ax.set_xlabel(f"125 dev queries, 4 tasks; intervals: bootstrap over queries", fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("dev nDCG@10 (4 tasks, 95% CI)")
     ax.set_title("FT-all on SmolLM2 cut to N layers, LoRA on the top K (dev split; bar text: training time)",
