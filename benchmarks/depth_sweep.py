@@ -20,14 +20,16 @@ import time
 from common import OUT, save
 from stm import config, paths
 from stm.core import assets
-from stm.core.evaluation import evaluate_model, prefix_cache, task_specs
+from stm.core import retriever as R
+from stm.core.assets import resolve_model
+from stm.core.evaluation import evaluate_model, prefix_cache, score_model, task_specs
 from stm.figures.claims import bootstrap_mean, paired_bootstrap
 from stm.io import environment_record
 from stm.paths import setup_environment
-from stm.training.train import train
+from stm.training.train import task_instructions, train
 
 DEFAULT_CELLS = ["8:4:3e-4:40", "8:8:3e-4:40", "8:4:1e-3:40", "8:8:1e-3:40", "12:all:1e-3:40", "16:8:1e-3:40",
-                 "30:all:3e-4:40", "12:all:1e-3:80"]  # the committed sweep, in the order it ran
+                 "30:all:3e-4:40", "12:all:1e-3:80", "8:all:0:0", "12:all:0:0"]  # the committed sweep; steps 0: untrained
 
 
 def parse(cell: str) -> dict:
@@ -49,10 +51,18 @@ def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
     if record_file.exists():
         return json.loads(record_file.read_text())
     t0 = time.perf_counter()
-    rec = train(cfg, expert, out)
+    if cell["steps"] == 0:  # the untrained backbone in the training format: where the cells start
+        rec = {"final_loss": None, "mean_tokens_per_s": None, "data": None}
+    else:
+        rec = train(cfg, expert, out)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    dev = evaluate_model(out / "adapter", ecfg, name, "dev", specs=specs, prefix=prefix_cache(ecfg))
+    if cell["steps"] == 0:
+        model = R.build(resolve_model(backbone), cfg.format, ecfg.dtype, cfg.bidirectional, task_instructions())
+        dev = score_model(model, ecfg, name, specs, "dev")
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        dev = evaluate_model(out / "adapter", ecfg, name, "dev", specs=specs, prefix=prefix_cache(ecfg))
     row = {"cell": name, **cell, "backbone": backbone, "train_seconds": round(train_s, 1),
            "eval_seconds": round(time.perf_counter() - t1, 1), "final_loss": rec["final_loss"],
            "mean_tokens_per_s": rec["mean_tokens_per_s"], "dev_ndcg_at_10": dev["averages"]["all"],
@@ -74,6 +84,7 @@ def main():
     rows = [run_cell(parse(c), args.expert, ecfg, specs) for c in args.cells]
     # the reference: the full-depth model with LoRA everywhere (the committed main line's design), when swept
     full = [r for r in rows if r["lora_layers"] is None]
+    full = [r for r in full if r["steps"]]
     ref = max(full, key=lambda r: (r["layers"], -r["learning_rate"])) if full else rows[0]
     table = []
     for r in rows:

@@ -16,8 +16,8 @@ import time
 from common import save
 from stm import config, paths
 from stm.core.evaluation import Encoder, dev_score, evaluate, task_specs
-from stm.merging.inmemory import DeltaMerger, coefficients
-from stm.merging.methods import mergekit_config, run_mergekit
+from stm.merging.inmemory import DeltaMerger
+from stm.merging.methods import get_method, mergekit_config, run_mergekit
 from stm.merging.run import merged_retriever, save_full_model
 from stm.merging.search import search
 from stm.merging.stage import expert_adapters
@@ -37,7 +37,7 @@ def main():
     merger = DeltaMerger(list(adapters.values()), ecfg.dtype)
 
     def score(c):
-        r = merger.apply(coefficients("linear", c.weights))
+        r = merger.merge(get_method("linear"), c.weights)
         return dev_score(evaluate(Encoder(r, "candidate"), dev, "dev"), mcfg.search.ndcg_weight)
 
     t = time.perf_counter()

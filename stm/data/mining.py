@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from stm.core.assets import asset_dir
+from stm.core.retriever import default_device
 from stm.core.sampling import bm25_topk
 from stm.registry import Registry
 
@@ -28,7 +29,7 @@ def minilm_topk(corpus: Sequence[str], queries: Sequence[str], k: int) -> np.nda
     import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(asset_dir("minilm")), device="cuda" if torch.cuda.is_available() else "cpu")
+    model = SentenceTransformer(str(asset_dir("minilm")), device=default_device())
     c = model.encode(list(corpus), convert_to_tensor=True, normalize_embeddings=True, batch_size=64)
     q = model.encode(list(queries), convert_to_tensor=True, normalize_embeddings=True, batch_size=64)
     return torch.topk(q @ c.T, k=min(k, len(corpus)), dim=1).indices.cpu().numpy()

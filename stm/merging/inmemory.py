@@ -75,7 +75,11 @@ class DeltaMerger:
         params = method.defaults
         if method.uses_density:
             return self.ties(weights, densities, params["normalize"], params["lambda"])
-        return self.apply(coefficients(method.name, weights))
+        if params["normalize"]:  # linear: mergekit's weighted mean
+            if sum(weights) <= 0:
+                raise ValueError("a normalized linear merge needs a positive weight sum")
+            return self.apply([w / sum(weights) for w in weights])
+        return self.apply([w * params["lambda"] for w in weights])  # task arithmetic
 
     @torch.no_grad()
     def ties(self, weights: Sequence[float], densities: Sequence[float], normalize: bool = False,
@@ -125,15 +129,3 @@ class DeltaMerger:
                     w.add_(b @ a, alpha=c * s)
             p.copy_(w.to(p.dtype))
         return self.model
-
-
-def coefficients(method: str, weights: Sequence[float]) -> list[float]:
-    """Per-expert delta coefficients of an in-memory merge."""
-    if method == "linear":
-        total = sum(weights)
-        if total <= 0:
-            raise ValueError("a normalized linear merge needs a positive weight sum")
-        return [w / total for w in weights]
-    if method == "task_arithmetic":
-        return list(weights)
-    raise ValueError(f"merge method {method!r} cannot be reproduced in memory")
