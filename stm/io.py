@@ -30,10 +30,25 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     try:
         yield tmp
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            # renames only: the old folder steps aside into the scratch folder, the new one moves in, then the old
+            # one is deleted with the scratch. A kill in between leaves a complete folder (the old one, aside)
+            os.replace(target, tmp.parent / f"{target.name}.old")
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def read_text_utf8(path: Path | str) -> str:
+    """A text file, read as UTF-8 on purpose; a byte that is not UTF-8 is named by file, line and column."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{path}:{line}:{col}: byte 0x{data[e.start]:02x} is not UTF-8; save the file as UTF-8") \
+            from None
 
 
 def write_text(path: Path | str, text: str) -> Path:
@@ -49,7 +64,7 @@ def write_json(path: Path | str, obj: Any) -> Path:
 def read_json(path: Path | str) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text_utf8(path))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:

@@ -83,6 +83,29 @@ def execute(name: str, parameters: dict | None = None, suffix: str = "") -> Path
     pm.execute_notebook(str(src), str(out), parameters=parameters or {}, kernel_name="python3",
                         cwd=str(paths.ROOT), progress_bar=False, log_output=False,
                         stdout_file=LiveStream(sys.stdout), stderr_file=LiveStream(sys.stderr))
+    portable_report(out)
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--log-level", "WARN", str(out)],
                    check=True)
     return out
+
+
+def portable_report(nb: Path) -> None:
+    """The executed notebook as committed: paths of this machine (warnings name files in the environment) written
+    relative to the repository, and papermill's timestamps dropped, so a rerun on another machine differs only where
+    the numbers do."""
+    import json
+
+    data = json.loads(nb.read_text(encoding="utf-8"))
+    data.get("metadata", {}).get("papermill", {}).pop("start_time", None)
+    data.get("metadata", {}).get("papermill", {}).pop("end_time", None)
+    data.get("metadata", {}).get("papermill", {}).pop("duration", None)
+    data.get("metadata", {}).get("papermill", {}).pop("input_path", None)
+    data.get("metadata", {}).get("papermill", {}).pop("output_path", None)
+    for cell in data.get("cells", []):
+        cell.get("metadata", {}).pop("papermill", None)
+        cell.get("metadata", {}).pop("execution", None)
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    root = str(paths.ROOT)
+    for prefix in (root + "/", root):
+        text = text.replace(json.dumps(prefix)[1:-1], "" if prefix.endswith("/") else ".")
+    nb.write_text(text, encoding="utf-8")

@@ -65,8 +65,8 @@ def use(profile: str, backbone: str) -> None:
 def _params_run() -> tuple[str, str]:
     """``params.yaml``'s two run keys, unvalidated (``stm.config.active_run`` validates them and names a bad one)."""
     try:
-        raw = yaml.safe_load(PARAMS.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        raw = yaml.safe_load(PARAMS.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # stm.config reads the file again and names what is wrong
         raw = {}
     raw = raw if isinstance(raw, dict) else {}
     return str(raw.get("profile", "embedded")), str(raw.get("backbone", "smollm2"))

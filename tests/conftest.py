@@ -9,12 +9,29 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `./run.sh test` runs two pytest workers on two cores: one thread each (inherited by the DAG subprocesses),
+    # so the workers do not fight over cores with two torch thread pools apiece
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from stm.paths import setup_environment  # noqa: E402
 
 setup_environment()
 
 from tiny import TEXTS, WORDS, make_model  # noqa: E402
+
+
+# The two DAG modules, longest first: each is one xdist group (its module fixture runs `dvc repro` once), and both start
+# at once on the two workers of `./run.sh test` (`--dist loadgroup`), the fast tests filling in behind them
+DAG_MODULES = ("test_pipeline.py", "test_rehearsal.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(DAG_MODULES)}
+    for item in items:
+        if item.path.name in rank:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
 
 
 @pytest.fixture(scope="session")

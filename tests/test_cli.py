@@ -42,6 +42,10 @@ BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must n
     ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl": ""}, ["train", "--expert", "nlu"], "nlu.jsonl: no triples"),
     ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl": '{"id": "a", "split": "nlu"}\n{oops\n'},
      ["train", "--expert", "nlu"], "nlu.jsonl:1"),
+    # the one boundary: a library's I/O error, an empty task list, an unknown profile for a read-only command
+    ("profile: smoke\n", {}, ["evaluate", "--model", "no/such/folder", "--name", "x"], "no/such/folder"),
+    ("profile: smoke\nevaluation:\n  tasks: []\n", {}, ["baselines"], "evaluation.tasks"),
+    ("profile: smoke\n", {}, ["tasks", "--profile", "huge"], "invalid choice: 'huge'"),
 ]
 
 
@@ -54,3 +58,28 @@ def test_bad_input_matrix_names_the_key_or_file_without_traceback(tmp_path, para
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert named in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_params_file_that_is_not_utf8_names_its_line(tmp_path):
+    (tmp_path / "params.yaml").write_bytes(b"profile: smoke\n# caf\xe9 au lait\n")
+    env = {**os.environ, "STM_ROOT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "stm", "data"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and "params.yaml:2:" in proc.stderr and "not UTF-8" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_stm_debug_shows_the_traceback_of_a_bad_input(tmp_path):
+    env = {**os.environ, "STM_ROOT": str(tmp_path), "STM_DEBUG": "1"}
+    (tmp_path / "params.yaml").write_text("profile: smoke\n")
+    proc = subprocess.run([sys.executable, "-m", "stm", "merge"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "expert adapters missing" in proc.stderr
+
+
+def test_a_bug_keeps_its_traceback():
+    """The line between bad input and our bugs: a TypeError of ours is not turned into a one-line error."""
+    from stm.__main__ import bad_input
+    from stm.io import DataError
+
+    assert bad_input(TypeError("unsupported operand")) is None
+    assert bad_input(DataError("f.jsonl:3: bad")) == "f.jsonl:3: bad"
+    assert bad_input(FileNotFoundError(2, "No such file or directory", "x/y.json")) == "x/y.json: No such file or directory"

@@ -187,3 +187,43 @@ def test_the_variant_map_is_chosen_on_dev_never_on_test(tmp_path, monkeypatch):
     assert {e: r["chosen on dev"] for e, r in rows.items()} == {"search": "shn", "nlu": "ft", "med_real": "ft"}
     assert rows["search"]["chosen - FT, dev [95% CI]"].endswith("holds")
     assert rows["nlu"]["test po"] == 0.60 and rows["search"]["dev shn"] == 0.55
+
+
+def test_per_query_scores_of_an_mteb_task_come_from_mteb_and_average_to_its_number(tiny_model, tmp_path):
+    """CUREv1 (a stand-in with mteb's own splits and subset): every split's queries get mteb's per-query nDCG@10,
+    keyed by split / subset / query, and each split's mean is mteb's score for it."""
+    import mteb
+
+    from stm.config import FormatConfig
+    from stm.core import retriever as R
+    from stm.core.evaluation import Encoder, capture_per_query, evaluate
+    from stm.rehearsal.standins import build_tasks
+
+    root = build_tasks(tmp_path / "tasks", ["CUREv1"], [])
+    spec = resolve("CUREv1", "test", None, root)
+    model = R.build(str(tiny_model), FormatConfig(max_query_tokens=16, max_passage_tokens=24), device="cpu")
+    rec = evaluate(Encoder(model, "tiny"), [spec], "test")
+    per_query = rec["per_query_ndcg_at_10"]["CUREv1"]
+    assert len(spec.splits) > 1 and {k.split("/")[0] for k in per_query} == set(spec.splits)
+    # mteb's own number for one split, from a second run: the mean of that split's per-query scores
+    captured = {}
+    task = to_mteb(spec)
+    capture_per_query(task, captured)
+    res = mteb.evaluate(Encoder(model, "tiny"), task, cache=None, show_progress_bar=False, overwrite_strategy="always")
+    for split in spec.splits:
+        mine = [v for k, v in per_query.items() if k.startswith(f"{split}/")]
+        theirs = res.task_results[0].scores[split][0]["ndcg_at_10"]
+        assert abs(sum(mine) / len(mine) - theirs) < 1e-4, split
+
+
+def test_a_model_card_gives_the_scores_with_their_interval_and_how_to_load(tiny_model, beir_folder):
+    from stm.core.cards import model_card
+    from stm.core.stats import bootstrap_mean
+
+    model = R.build(str(tiny_model), FormatConfig())
+    rec = evaluate(Encoder(model, "tiny"), [str(beir_folder)], "test", R.describe(model))
+    card = model_card("STM expert: nlu (ft)", rec, ["**Training**: 3 steps"], ["`splits/nlu.jsonl`"])
+    mean, lo, hi = bootstrap_mean(rec)
+    assert card.startswith("---\nlibrary_name: sentence-transformers\n")
+    assert f"**{mean:.3f}** [{lo:.3f}, {hi:.3f}]" in card and "over 3 queries" in card
+    assert "| MyTask |" in card and 'prompt_name="MyTask"' in card and "SentenceTransformer(path)" in card

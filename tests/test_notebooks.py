@@ -61,3 +61,22 @@ def test_a_notebook_stage_prints_no_papermill_warning_per_progress_refresh(tmp_p
     assert "WARNING papermill" not in printed.err
     bars = [line for line in printed.err.splitlines() if "/200" in line]
     assert 1 <= len(bars) <= 3, printed.err[-2000:]
+
+
+def test_an_executed_report_names_no_path_of_this_machine(tmp_path):
+    """Reports are committed: a warning that names a file of the environment is written relative to the repository,
+    and papermill's timestamps are dropped."""
+    warning = f"{paths.ROOT}/.venv/lib/python3.11/site-packages/transformers/modeling_utils.py:3312: FutureWarning"
+    nb = {"cells": [{"cell_type": "code", "source": "x", "execution_count": 1,
+                     "metadata": {"papermill": {"duration": 1.5}, "execution": {"iopub.status.busy": "2026"}},
+                     "outputs": [{"output_type": "stream", "name": "stderr", "text": [warning]}]}],
+          "metadata": {"papermill": {"start_time": "2026-12-06T00:00", "duration": 3.0, "parameters": {"e": 1},
+                                     "input_path": f"{paths.ROOT}/notebooks/03_train.ipynb"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    out = tmp_path / "r.ipynb"
+    out.write_text(json.dumps(nb))
+    notebooks.portable_report(out)
+    text = out.read_text()
+    assert str(paths.ROOT) not in text and ".venv/lib/python3.11/site-packages/transformers" in text
+    data = json.loads(text)
+    assert data["metadata"]["papermill"] == {"parameters": {"e": 1}} and data["cells"][0]["metadata"] == {}

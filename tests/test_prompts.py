@@ -131,3 +131,33 @@ def test_gp_keeps_the_first_sentence_within_the_word_limit(tmp_path, monkeypatch
     assert kept == ["Retrieve documents that answer the query.",
                     "Find passages relevant to the question asked by the user today."]
     assert meta["counts"]["too_long"] == 1
+
+
+def test_gepa_budget_follows_dspy_auto_and_scores_more_than_the_seed(tiny_model, processed, tmp_path, monkeypatch):
+    """DSPy's auto rule (the paper's GEPA ran through DSPy): medium, one predictor, 200 validation examples allows
+    1,690 metric calls, always more than the validation set. At that rule's ratios on a small dev set, gepa scores
+    more than the seed on validation and returns the candidate with the best validation score."""
+    from conftest import make_triples
+    from stm.config import ConfigError
+    from stm.io import write_jsonl
+    from stm.prompts import gepa_adapter
+
+    assert gepa_adapter.auto_metric_calls("medium", 200) == 1690
+    for level, (n, _) in gepa_adapter.BUDGETS.items():
+        assert gepa_adapter.auto_metric_calls(level, n) > n
+    write_jsonl(processed / "splits_dev" / "nlu.jsonl", make_triples(12, "nlu", seed=5))
+    monkeypatch.setattr(gepa_adapter.paths, "PROCESSED", processed)
+    proposals = [f"```\n{text}\n```" for text in (
+        "Retrieve the abstract whose findings support the claim.", "Find passages about the same disease.",
+        "Given a question, return the passage that answers it.", "Match the query words in the passage title.",
+        "Retrieve documents on the drug and its dose.", "Find the study that tested this hypothesis.")]
+    monkeypatch.setattr(gepa_adapter, "build_generator", lambda cfg: FakeGenerator(proposals))
+    retriever = R.build(str(tiny_model), FormatConfig(max_query_tokens=16, max_passage_tokens=24))
+    cfg = PromptsConfig(optimizer="gepa", gepa={"budget": "light", "max_metric_calls": None, "train_examples": 4,
+                                               "reflection_minibatch_size": 2})
+    best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, retriever)
+    assert len(history) > 1  # the seed and at least one proposal were scored on the validation set
+    assert best == max(history, key=lambda h: h["val_score"])["instruction"]
+    with pytest.raises(ConfigError, match="max_metric_calls: 4 calls do not exceed the 4 validation examples"):
+        gepa_adapter.optimize_split(cfg.model_copy(update={"gepa": cfg.gepa.model_copy(update={"max_metric_calls": 4})}),
+                                    "nlu", tmp_path / "again", retriever)

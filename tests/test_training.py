@@ -191,3 +191,57 @@ def test_a_training_stage_launches_its_own_processes_and_only_rank_0_writes(tiny
     assert not list(tmp_path.glob("experts/.nlu-launch.json"))  # the launch spec is scratch
     monkeypatch.setenv("WORLD_SIZE", "2")  # already inside torchrun: nothing more is launched
     assert processes(cfg) == 1
+
+
+def _step_for(model):
+    from stm.training.loss import InfoNCE
+    from stm.training.train import Dist, Step
+
+    return Step(model, InfoNCE(), None, None, [], Dist())
+
+
+def test_mixed_instructions_take_one_query_forward_when_pooling_ignores_the_prompt(tiny_model, monkeypatch):
+    """Last-token pooling over prompt + query: one forward per batch, each row its own prompt, equal to encoding
+    each row alone; prompt-aware mean pooling keeps one forward per distinct prompt."""
+    from stm.config import FormatConfig
+    from stm.core import retriever as R
+
+    batch = [{"instruction": ins, "query": q} for ins, q in
+             [("find abstracts", "heart attack risk"), ("retrieve passages", "statin dose"),
+              ("find abstracts", "mouse liver fibrosis model"), ("answer the claim", "aspirin")]]
+    for fmt, forwards in ((FormatConfig(pooling="lasttoken", include_prompt=True), 1),
+                          (FormatConfig(pooling="mean", include_prompt=False, query_template="{instruction}\nQuery:\n{query}"), 3)):
+        model = R.build(str(tiny_model), fmt, device="cpu")
+        calls = []
+        real = R.features
+        monkeypatch.setattr(R, "features", lambda *a, **k: calls.append(1) or real(*a, **k))
+        with torch.no_grad():
+            got, _ = _step_for(model).embed_queries(batch)
+        monkeypatch.setattr(R, "features", real)
+        assert len(calls) == forwards
+        with torch.no_grad():
+            alone = torch.cat([R.embed(model, R.features(model, [r["query"]], R.QUERY,
+                                                         R.prompt_for(model, r["instruction"]))) for r in batch])
+        torch.testing.assert_close(got, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_a_checkpoint_of_other_backbone_weights_under_the_same_name_is_not_resumed(tiny_model, processed, tmp_path,
+                                                                                     caplog):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    backbone = tmp_path / "backbone"
+    shutil.copytree(tiny_model, backbone)
+    try:
+        train(tiny_cfg(backbone), "nlu", tmp_path / "x", processed, interrupt_after=3)
+    except Interrupted:
+        pass
+    weights = backbone / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1e-3  # the same folder, other weights (a re-conversion, a changed asset)
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    with caplog.at_level("INFO", logger="stm.training.train"):
+        train(tiny_cfg(backbone), "nlu", tmp_path / "x", processed)
+    assert "another configuration" in caplog.text and "resuming" not in caplog.text

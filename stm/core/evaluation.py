@@ -124,6 +124,18 @@ def per_query_ndcg(encoder: Encoder, spec: TaskSpec, k: int = 10) -> dict[str, f
     return out
 
 
+def capture_per_query(task, into: dict) -> None:
+    """Have an mteb retrieval task hand over each query's nDCG@10 through its own hook (``task_specific_scores``,
+    called per split and subset with pytrec_eval's per-query scores, whose mean is mteb's ``ndcg_at_10``)."""
+    own = task.task_specific_scores
+
+    def hook(scores, qrels, results, hf_split, hf_subset):
+        into[(hf_split, hf_subset)] = {q: round(s["ndcg_cut_10"], 6) for q, s in scores.items()}
+        return own(scores, qrels, results, hf_split=hf_split, hf_subset=hf_subset)
+
+    task.task_specific_scores = hook
+
+
 def averages(scores: dict[str, dict[str, float]], groups: dict[str, str], metric: str = "ndcg_at_10") -> dict:
     """Unweighted means over tasks, as the paper reports them: medical, general and all."""
     out = {}
@@ -141,14 +153,20 @@ def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", mode
     specs = [t if isinstance(t, TaskSpec) else resolve(t, split, task_root) for t in tasks]
     scores, per_query = {}, {}
     for spec in specs:
-        result = mteb.evaluate(encoder, to_mteb(spec), cache=None, show_progress_bar=False,
-                               overwrite_strategy="always")
+        task, captured = to_mteb(spec), {}
+        if spec.kind == "mteb":
+            capture_per_query(task, captured)
+        result = mteb.evaluate(encoder, task, cache=None, show_progress_bar=False, overwrite_strategy="always")
         # mteb reports one entry per split and hf_subset; average them all, as mteb's own task score does
         # (one entry for every embedded task)
         split_scores = [s for split in spec.splits for s in result.task_results[0].scores[split]]
         scores[spec.name] = {m: round(sum(s[m] for s in split_scores) / len(split_scores), 5) for m in METRICS}
         log.info("%s %s: nDCG@10 %.4f", encoder.mteb_model_meta.name, spec.name, scores[spec.name]["ndcg_at_10"])
-        if isinstance(encoder, Encoder) and spec.folder is not None and spec.kind != "mteb":
+        if captured:  # an MTEB task: mteb's own per-query scores, one key per split / subset / query when several
+            many = len(captured) > 1
+            per_query[spec.name] = {(f"{sp}/{sub}/{q}" if many else q): v
+                                    for (sp, sub), scores in captured.items() for q, v in scores.items()}
+        elif isinstance(encoder, Encoder) and spec.folder is not None:
             per_query[spec.name] = per_query_ndcg(encoder, spec)
     groups = {s.name: s.group for s in specs}
     return {

@@ -280,12 +280,15 @@ def with_decoder(model: SentenceTransformer, decoder: nn.Module) -> SentenceTran
     return model
 
 
-def features(model: SentenceTransformer, texts: Sequence[str], kind: str, prompt: str | None = None) -> dict:
+def features(model: SentenceTransformer, texts: Sequence[str], kind: str, prompt: str | None = None,
+             max_length: int | None = None) -> dict:
     """Token features of queries (``kind='query'``) or passages, exactly as ``encode_query`` /
-    ``encode_document`` make them: prompt prepended, the kind's length limit, ``prompt_length`` for pooling."""
+    ``encode_document`` make them: prompt prepended, the kind's length limit (or ``max_length``, training's
+    shorter passages), ``prompt_length`` for pooling."""
     if prompt is None:
         prompt = model.prompts.get(kind, "")
-    feats = model.preprocess(list(texts), prompt=prompt or None, task=kind)
+    extra = {"max_length": max_length} if max_length is not None else {}
+    feats = model.preprocess(list(texts), prompt=prompt or None, task=kind, **extra)
     return {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in feats.items()}
 
 

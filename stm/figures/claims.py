@@ -12,49 +12,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stm.figures.results import ablation_records, model_records
+from stm.core.stats import bootstrap_mean, paired_bootstrap  # noqa: F401 - the claims' statistics, re-exported
+from stm.figures.results import EXPERT_LABELS, ablation_records, model_records
 
 if TYPE_CHECKING:
     import pandas
 
-N_BOOT, SEED = 10_000, 13
 EXPERTS = ("Med-Real", "Med-Synth", "Search", "NLU")
-
-
-def _aligned(a: dict, b: dict) -> list[tuple[np.ndarray, np.ndarray]]:
-    pa, pb = a.get("per_query_ndcg_at_10") or {}, b.get("per_query_ndcg_at_10") or {}
-    out = []
-    for task in sorted(set(pa) & set(pb)):
-        qids = sorted(set(pa[task]) & set(pb[task]))
-        out.append((np.array([pa[task][q] for q in qids]), np.array([pb[task][q] for q in qids])))
-    return out
-
-
-def bootstrap_mean(record: dict, n: int = N_BOOT, seed: int = SEED) -> tuple[float, float, float] | None:
-    """(task-averaged nDCG@10, 2.5% and 97.5% bootstrap percentiles) of one model, or None without per-query scores."""
-    tasks = _aligned(record, record)
-    if not tasks:
-        return None
-    rng = np.random.default_rng(seed)
-    boots = sum(a[rng.integers(0, len(a), (n, len(a)))].mean(1) for a, _ in tasks) / len(tasks)
-    return float(np.mean([a.mean() for a, _ in tasks])), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
-
-
-def paired_bootstrap(a: dict, b: dict, n: int = N_BOOT, seed: int = SEED) -> dict | None:
-    """Mean difference a - b of task-averaged nDCG@10, its 95% interval and the verdict; None if not comparable."""
-    tasks = _aligned(a, b)
-    if not tasks:
-        return None
-    rng = np.random.default_rng(seed)
-    boots = np.zeros(n)
-    for x, y in tasks:
-        idx = rng.integers(0, len(x), (n, len(x)))
-        boots += (x[idx].mean(1) - y[idx].mean(1)) / len(tasks)
-    diff = float(np.mean([x.mean() - y.mean() for x, y in tasks]))
-    lo, hi = float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
-    verdict = "holds" if lo > 0 else "does not hold" if hi < 0 else "inconclusive"
-    return {"diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "verdict": verdict,
-            "queries": int(sum(len(x) for x, _ in tasks))}
 
 
 def _row(claim: str, a_name: str, a: dict | None, b_name: str, b: dict | None, negate: bool = False) -> dict:
@@ -87,7 +51,8 @@ def main_line_claims(results=None) -> list[dict]:
     if merges:
         best_merge = max(merges, key=lambda k: merges[k]["merge"]["score"])  # chosen on dev, not test
         weights = merges[best_merge]["merge"]["weights"]
-        dropped = [e for e, w in zip(EXPERTS, weights, strict=False) if w == 0]
+        names = [EXPERT_LABELS.get(e, e) for e in merges[best_merge]["merge"]["experts"]]
+        dropped = [e for e, w in zip(names, weights, strict=True) if w == 0]
         rows.append({"claim": "the best merge drops an expert", "compared": f"{best_merge} (best on dev)",
                      "verdict": "holds" if dropped else "does not hold",
                      "detail": f"weights {weights}" + (f", drops {dropped}" if dropped else "")})

@@ -29,6 +29,14 @@ def _save(fig, name: str, dpi: int = 120) -> Path:
     return out
 
 
+def run_label(record: dict) -> str:
+    """What a figure of this run shows: backbone and profile (the run's folders), tasks, split and query count."""
+    n = sum(len(v) for v in (record.get("per_query_ndcg_at_10") or {}).values())
+    tasks = list(record.get("scores", {}))
+    return (f"{paths.RESULTS.name} ({paths.RESULTS.parent.name} profile), {len(tasks)} tasks, "
+            f"{record.get('split', 'test')} split" + (f", {n} queries" if n else ""))
+
+
 def merged_vs_experts(dpi: int = 120) -> Path:
     """Figure 2 / Table 6 analogue: experts, FT-all and every merge that ran (ours, with 95% bootstrap intervals over
     queries, BM25 and MiniLM as lines) beside the paper's three backbones."""
@@ -44,14 +52,16 @@ def merged_vs_experts(dpi: int = 120) -> Path:
         ci = bootstrap_mean(recs[n])
         err = [[avg - ci[1]], [ci[2] - avg]] if ci else None
         axes[0].bar(i, avg, yerr=err, capsize=3, color=color.get(n, "#31a354" if n.startswith("STM") else "#9ecae1"))
-        axes[0].text(i, avg, f"{avg:.3f}", ha="center", va="bottom", fontsize=8)
+        axes[0].text(i, (ci[2] if ci else avg) + 0.01, f"{avg:.3f}", ha="center", va="bottom", fontsize=8)
     for name, style in (("BM25", "--"), ("all-MiniLM-L6-v2", ":")):
         if name in recs:
             axes[0].axhline(recs[name]["averages"]["all"], color="#636363", linestyle=style,
                             label=f"{name} {recs[name]['averages']['all']:.3f}")
     axes[0].set_xticks(range(len(ours)), ours, rotation=30, ha="right")
-    axes[0].set_title("ours: SmolLM2-135M, embedded PubMed tasks\n(error bars: 95% bootstrap CI, where per-query scores exist)", fontsize=9)
+    axes[0].set_title(f"ours: {run_label(recs[ours[0]])}\n(error bars: 95% bootstrap CI over queries, where "
+                      "per-query scores exist)", fontsize=9)
     axes[0].set_ylabel("avg nDCG@10 (test)")
+    axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=8, loc="upper left")
     labels, best, ft, lin = [], [], [], []
     for b, vals in p["table6_merges"].items():
@@ -64,7 +74,7 @@ def merged_vs_experts(dpi: int = 120) -> Path:
                                            (lin, "STM linear", "#31a354"))):
         axes[1].bar([i + (k - 1) * 0.27 for i in x], series, width=0.27, label=name, color=c)
     axes[1].set_xticks(list(x), labels)
-    axes[1].set_ylim(0.5, 0.67)
+    axes[1].set_ylim(axes[0].get_ylim())  # the same scale as ours, so the two panels compare
     axes[1].set_title(f"paper (Table 6), 12 MTEB tasks\n{p['citation']}", fontsize=9)
     axes[1].legend(fontsize=8)
     return _save(fig, "merged_vs_experts.png", dpi)

@@ -46,8 +46,9 @@ def model_records(results: Path | None = None, baselines: Path | None = None) ->
     for name, r in load_results(results / "experts").items():
         rows[EXPERT_LABELS.get(name, name)] = r
     if (results / "merging.json").exists():
-        for method, entry in read_json(results / "merging.json")["methods"].items():
-            rows[f"STM {method}"] = entry["test"] | {"merge": entry["chosen"]}
+        report = read_json(results / "merging.json")
+        for method, entry in report["methods"].items():  # the weights in merging.experts' order, named with them
+            rows[f"STM {method}"] = entry["test"] | {"merge": entry["chosen"] | {"experts": report["experts"]}}
     return rows
 
 

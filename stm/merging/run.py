@@ -21,6 +21,7 @@ from transformers import AutoModel, AutoTokenizer
 from stm import paths
 from stm.config import EvaluationConfig, MergingConfig, dump
 from stm.core import retriever as R
+from stm.core.cards import model_card
 from stm.core.evaluation import Encoder, dev_score, evaluate, evaluate_model, prefix_cache, task_specs
 from stm.core.sampling import sample_record, selection_sets
 from stm.io import atomic_path, read_json, sha256_file, sha256_text, write_json
@@ -78,16 +79,6 @@ def portable(cfg: dict) -> dict:
     """A mergekit config as recorded in results: paths relative to the repository, not to this machine."""
     root = f"{paths.ROOT}/"
     return json.loads(json.dumps(cfg).replace(json.dumps(root)[1:-1], ""))
-
-
-def model_card(method: str, experts: list[str], chosen: dict, dev: float, test: dict, strategy: str) -> str:
-    rows = "\n".join(f"| {e} | {w} | {d} |" for e, w, d in
-                     zip(experts, chosen["weights"], chosen.get("densities") or ["-"] * len(experts), strict=True))
-    scores = "\n".join(f"| {t} | {s['ndcg_at_10']:.4f} |" for t, s in test["scores"].items())
-    return (f"# STM merged retriever ({method})\n\nMerged with mergekit 0.1.5 from LoRA experts, weights chosen by "
-            f"`{strategy}` search on dev tasks (dev score {dev:.4f}).\n\n| expert | weight | density |\n|---|---|---|\n"
-            f"{rows}\n\nTest nDCG@10:\n\n| task | nDCG@10 |\n|---|---|\n{scores}\n\n"
-            "Load with `SentenceTransformer(path)`; pooling, prompts, EOS and left padding are kept.\n")
 
 
 def search_fingerprint(method: str, adapter_dirs: list[Path], dev_specs, mcfg: MergingConfig,
@@ -166,7 +157,13 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
             mem = DeltaMerger(adapter_dirs, "float32").merge(m, chosen["weights"], chosen["densities"])
             entry["inmemory_vs_mergekit_max_abs_diff"] = float(
                 (R.encode(R.load(final, "float32"), probe, R.DOCUMENT) - R.encode(mem, probe, R.DOCUMENT)).abs().max())
-        (final / "README.md").write_text(model_card(method, names, chosen, chosen["score"], test, mcfg.search.strategy))
+        weights = ", ".join(f"{e} {w}" + (f" (density {d})" if d is not None else "") for e, w, d in
+                            zip(names, chosen["weights"], chosen["densities"] or [None] * len(names), strict=True))
+        (final / "README.md").write_text(model_card(
+            f"STM merged retriever ({method})", test,
+            [f"**Merge**: mergekit 0.1.5 `{get_method(method).mergekit_name}` of the LoRA experts: {weights}",
+             f"**Weights chosen on dev**: `{mcfg.search.strategy}` search, {len(history)} candidates, dev score "
+             f"{chosen['score']:.4f} (w nDCG@10 + (1 - w) Recall@10, w = {mcfg.search.ndcg_weight})"]))
         shutil.rmtree(scratch, ignore_errors=True)
         report["methods"][method] = entry
         torch.cuda.empty_cache() if torch.cuda.is_available() else None

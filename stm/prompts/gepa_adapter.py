@@ -18,13 +18,27 @@ import torch
 import torch.nn.functional as F
 
 from stm import paths
-from stm.config import PromptsConfig
+from stm.config import ConfigError, PromptsConfig
 from stm.core import retriever as R
 from stm.core.generators import build_generator
 from stm.data.schema import read_triples
 from stm.io import DataError
 
-BUDGETS = {"light": (100, 3, 60), "medium": (200, 5, 120), "heavy": (300, 8, 240)}  # examples, minibatch, calls
+BUDGETS = {"light": (100, 3), "medium": (200, 5), "heavy": (300, 8)}  # Table 8: examples, reflection minibatch
+AUTO_CANDIDATES = {"light": 6, "medium": 12, "heavy": 18}  # DSPy's GEPA auto levels: candidates to propose
+
+
+def auto_metric_calls(budget: str, valset_size: int, predictors: int = 1, minibatch: int = 35,
+                      full_eval_every: int = 5) -> int:
+    """Metric calls for a budget level, by DSPy's ``GEPA.auto_budget`` rule (the paper ran GEPA through DSPy's
+    ``auto``): the seed's full validation, 5 bootstrap trials per candidate, the trials' minibatches, and a full
+    validation every ``full_eval_every`` trials. Medium, one predictor, 200 validation examples: 1,690 calls; the
+    old fixed 60/120/240 were below the validation set's size, so gepa scored the seed and stopped."""
+    n = AUTO_CANDIDATES[budget]
+    trials = int(max(2 * (predictors * 2) * math.log2(n), 1.5 * n))
+    total = valset_size + n * 5 + trials * minibatch
+    fulls = (trials + 1) // full_eval_every + 1 + (1 if trials < full_eval_every else 0)
+    return total + fulls * valset_size
 
 
 def _ndcg_single(scores: torch.Tensor, gold: int, k: int = 10) -> float:
@@ -33,7 +47,12 @@ def _ndcg_single(scores: torch.Tensor, gold: int, k: int = 10) -> float:
 
 
 class RetrievalAdapter:
-    """gepa's adapter protocol: ``evaluate`` and ``make_reflective_dataset``."""
+    """gepa's adapter protocol: ``evaluate`` and ``make_reflective_dataset``.
+
+    ``propose_new_texts = None``: gepa's own reflective proposer. The protocol declares it with that default, but
+    gepa 0.1.4 reads the attribute off the adapter, so without it every proposal failed and GEPA returned its seed."""
+
+    propose_new_texts = None
 
     def __init__(self, model, passages: list[str]):
         self.model = model
@@ -73,10 +92,14 @@ def optimize_split(cfg: PromptsConfig, split: str, out: Path, model) -> tuple[st
     """GEPA for one split's instruction, scored with ``model`` (a ``SentenceTransformer`` retriever)."""
     import gepa
 
-    n_examples, minibatch, calls = BUDGETS[cfg.gepa.budget]
+    n_examples, minibatch = BUDGETS[cfg.gepa.budget]
     n_examples = cfg.gepa.train_examples or n_examples
     minibatch = cfg.gepa.reflection_minibatch_size or minibatch
-    calls = cfg.gepa.max_metric_calls or calls
+    calls = cfg.gepa.max_metric_calls or auto_metric_calls(cfg.gepa.budget, n_examples)
+    if calls <= n_examples:  # gepa scores the seed on the whole validation set first, then would stop
+        raise ConfigError(f"prompts.gepa.max_metric_calls: {calls} calls do not exceed the {n_examples} validation "
+                          "examples, so GEPA would return its seed unchanged; raise it, or set it to null (DSPy's "
+                          "auto rule)")
     dev_file = paths.PROCESSED / "splits_dev" / f"{split}.jsonl"
     rows = read_triples(dev_file)
     if len(rows) < 2 * n_examples:  # the paper's train and validation sets are disjoint and equally sized

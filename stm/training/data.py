@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from stm import paths
-from stm.config import SPLIT_NAMES, TrainingConfig
+from stm.config import SPLIT_NAMES, TrainingConfig, uses_po, uses_shn
 from stm.core.retriever import portable
 from stm.data.schema import read_triples
 from stm.io import DataError, read_json, sha256_file
@@ -16,7 +16,7 @@ def split_files(expert: str, variant: str, processed: Path | None = None) -> lis
     """The triple files an expert trains on: its split, or the union of the four for ``all``."""
     processed = Path(processed or paths.PROCESSED)
     splits = SPLIT_NAMES if expert == "all" else (expert,)
-    base = processed / ("synthesis/shn" if variant in ("shn", "shn_po") else "splits")
+    base = processed / ("synthesis/shn" if uses_shn(variant) else "splits")
     return [base / f"{s}.jsonl" for s in splits]
 
 
@@ -43,7 +43,8 @@ def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None,
     files = [Path(cfg.train_file)] if cfg.train_file else split_files(expert, variant, processed)
     for f in files:  # fail before any compute, naming the file
         if not f.exists():
-            hint = "run the synthesis stage" if "shn" in str(f) else "run the data stage"
+            hint = ("check training.train_file" if cfg.train_file else
+                    "run the synthesis stage" if uses_shn(variant) else "run the data stage")
             raise DataError(f"{f}: training file missing for expert {expert!r} ({variant}); {hint}")
     rows = [r for f in files for r in read_triples(f)]
     # named from the profile's folder (embedded/splits/search.jsonl), or the repository: the same on every machine
@@ -52,7 +53,7 @@ def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None,
     rng = random.Random(cfg.seed)
     if cfg.max_train_rows and len(rows) > cfg.max_train_rows:
         rows = rng.sample(rows, cfg.max_train_rows)
-    if variant in ("po", "shn_po"):
+    if uses_po(variant):
         pf = prompts_file(prompts)
         if cfg.po_pool is not None:
             pf = pf.with_name("gp.json")

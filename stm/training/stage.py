@@ -6,6 +6,7 @@ from pathlib import Path
 
 from stm import paths
 from stm.config import EvaluationConfig, TrainingConfig
+from stm.core.cards import model_card
 from stm.core.evaluation import evaluate_model
 from stm.training.launch import processes, train_launched
 from stm.training.train import train
@@ -24,14 +25,26 @@ def result_path(expert: str, name: str | None = None) -> Path:
 
 
 def train_and_evaluate(cfg: TrainingConfig, ecfg: EvaluationConfig, expert: str, name: str | None = None,
-                       evaluate: bool = True) -> dict:
-    out = run_dir(expert, name)
+                       evaluate: bool = True, out: Path | None = None, result: Path | None = None) -> dict:
+    """Train ``expert`` and score it on test. Outputs: the main line's (no ``name``), a named ablation run's, or the
+    folder ``out`` with its record at ``result`` (the CLI's scratch runs, which touch no DVC output)."""
+    out = Path(out) if out is not None else run_dir(expert, name)
     n = processes(cfg)
     record = train_launched(cfg, expert, out, n) if n > 1 else train(cfg, expert, out)
     if not evaluate:
         return {"train": record}
     label = name or expert
-    result = evaluate_model(out / "adapter", ecfg, label, out=result_path(expert, name),
+    result = evaluate_model(out / "adapter", ecfg, label, out=result or result_path(expert, name),
                             extra={"train": {k: record[k] for k in ("steps", "final_loss", "query_truncated_fraction", "mean_tokens_per_s",
                                                                      "data", "variant", "expert")}})
+    c, lora = record["config"], record["config"]["lora"]
+    where = f"the top {lora['layers']} layers" if lora["layers"] else "every layer"
+    (out / "adapter" / "README.md").write_text(model_card(
+        f"STM expert: {expert} ({record['variant']})", result,
+        [f"**Training**: LoRA r={lora['r']} alpha={lora['alpha']} on {lora['target_modules']} of {where}, InfoNCE "
+         f"(temperature {c['temperature']}, in-batch negatives + one hard negative), {record['steps']} steps of "
+         f"{c['batch_size']} triples at learning rate {c['learning_rate']:g}, seed {c['seed']}; final loss "
+         f"{record['final_loss']}"],
+        [f"`{f}` (sha256 {h[:12]}…)" for f, h in record["data"]["files"].items()]
+        + ([f"prompts: {record['data']['prompts']['optimizer']}"] if record["data"].get("prompts") else [])))
     return {"train": record, "eval": result}

@@ -39,7 +39,7 @@ from stm.core import retriever as R
 from stm.core.assets import resolve_model
 from stm.core.sampling import batch_order, training_steps
 from stm.core.tasks import EMBEDDED_TASKS, PAPER_TASKS
-from stm.io import atomic_path, environment_record, sha256_text, write_json
+from stm.io import atomic_path, environment_record, sha256_file, sha256_text, write_json
 from stm.training.data import load_rows
 from stm.training.loss import InfoNCE
 
@@ -92,6 +92,14 @@ def build_model(cfg: TrainingConfig, device: torch.device | str = "cpu") -> Sent
                     device=device)
     R.add_lora(model, cfg.lora, cfg.seed, cfg.init_adapter, cfg.gradient_checkpointing)
     return model.to(device)
+
+
+def weights_fingerprint(backbone: str) -> list[str]:
+    """The backbone's weight files by content (a checkpoint of other weights under the same name is not resumed);
+    a hub id that is not on disk yet is named by itself (its revision is pinned by the assets stage)."""
+    folder = Path(resolve_model(backbone))
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return [sha256_file(f) for f in files] or [str(backbone)]
 
 
 def _sync_grads(params: list[torch.nn.Parameter], dist: Dist) -> None:
@@ -155,15 +163,22 @@ class Step:
     dist: "Dist"
     use_hard_negatives: bool = True
     max_grad_norm: float | None = 1.0
+    passage_tokens: int | None = None  # training.train_passage_tokens; None: the model's document_length
 
     def embed_queries(self, batch: list[dict]) -> tuple[torch.Tensor, int]:
         """Query embeddings, each query with its own instruction's prompt (PO pools mix instructions in a batch).
 
-        Rows are grouped by prompt, so prompt-aware pooling sees each group's ``prompt_length``, then put back
-        in batch order. Returns (embeddings, real tokens)."""
+        One forward for the batch when the pooling does not read the prompt's length (last-token pooling, or a mean
+        over the prompt's tokens too): each row is its prompt + query. Prompt-aware pooling needs one
+        ``prompt_length`` per forward, so there the rows are grouped by prompt, then put back in batch order.
+        Returns (embeddings, real tokens)."""
+        prompts = [R.prompt_for(self.model, r["instruction"]) for r in batch]
+        if len(set(prompts)) > 1 and R.pooling(self.model).include_prompt:
+            feats = R.features(self.model, [p + r["query"] for p, r in zip(prompts, batch, strict=True)], R.QUERY, "")
+            return R.embed(self.model, feats), int(feats["attention_mask"].sum())
         groups: dict[str, list[int]] = {}
-        for i, r in enumerate(batch):
-            groups.setdefault(R.prompt_for(self.model, r["instruction"]), []).append(i)
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(prompt, []).append(i)
         parts, index, tokens = [], [], 0
         for prompt, rows in groups.items():
             feats = R.features(self.model, [batch[i]["query"] for i in rows], R.QUERY, prompt)
@@ -182,7 +197,7 @@ class Step:
             docs += [r["negative"] for r in batch]
             if "extra_negative" in batch[0]:
                 docs += [r["extra_negative"] for r in batch]
-        feats = R.features(self.model, docs, R.DOCUMENT)
+        feats = R.features(self.model, docs, R.DOCUMENT, max_length=self.passage_tokens)
         return list(R.embed(self.model, feats).split(len(batch))), int(feats["attention_mask"].sum())
 
     def __call__(self, batch: list[dict]) -> tuple[float, int]:
@@ -231,7 +246,8 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
     loss_fn = InfoNCE(cfg.temperature, cfg.hard_negatives_in_denominator, cfg.gather_across_devices)
     order = batch_order(len(rows), cfg.batch_size, steps, cfg.seed)
     ckpt = checkpoint_dir(out_dir)
-    fingerprint = sha256_text(json.dumps([expert, dist.world, dump(cfg), data_record], sort_keys=True, default=str))
+    fingerprint = sha256_text(json.dumps([expert, dist.world, dump(cfg), data_record, weights_fingerprint(cfg.backbone)],
+                                         sort_keys=True, default=str))
     start, history = 0, []
     if (ckpt / "state.pt").exists():
         resumed = _load_checkpoint(ckpt, model, opt, sched, fingerprint)
@@ -245,7 +261,9 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
         log.warning("%s: %.0f%% of queries (instruction + query) exceed max_query_tokens=%d and are cut at the end",
                     expert, 100 * truncated, cfg.format.max_query_tokens)
     local = cfg.batch_size // dist.world
-    step_fn = Step(model, loss_fn, opt, sched, params, dist, cfg.use_hard_negatives, cfg.max_grad_norm)
+    passage_tokens = min(cfg.train_passage_tokens or cfg.format.max_passage_tokens, cfg.format.max_passage_tokens)
+    step_fn = Step(model, loss_fn, opt, sched, params, dist, cfg.use_hard_negatives, cfg.max_grad_norm,
+                   passage_tokens)
     model.train()
     bar = tqdm(total=steps, initial=start, desc=f"train {expert}", disable=not dist.main, unit="step",
                mininterval=5)
