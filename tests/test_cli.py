@@ -24,9 +24,14 @@ def test_missing_training_data_names_the_file(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_unknown_expert_is_refused(tmp_path):
+def test_an_ablation_index_out_of_range_is_refused(tmp_path):
     proc = run_cli(tmp_path, "profile: smoke\n", "ablate", "size", "7")
     assert proc.returncode == 2 and "out of range" in proc.stderr
+
+
+def test_unknown_expert_is_refused(tmp_path):
+    proc = run_cli(tmp_path, "profile: smoke\n", "train", "--expert", "cardiology")
+    assert proc.returncode == 2 and "invalid choice: 'cardiology'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must name)
@@ -83,3 +88,21 @@ def test_a_bug_keeps_its_traceback():
     assert bad_input(TypeError("unsupported operand")) is None
     assert bad_input(DataError("f.jsonl:3: bad")) == "f.jsonl:3: bad"
     assert bad_input(FileNotFoundError(2, "No such file or directory", "x/y.json")) == "x/y.json: No such file or directory"
+
+
+def test_train_without_a_name_writes_a_scratch_run_outside_every_tracked_output(monkeypatch, capsys):
+    """`python -m stm train --expert search` (the README's example) must not overwrite the main line's Search expert,
+    a DVC output, nor its committed record in results/."""
+    from stm import __main__ as cli
+    from stm import paths
+    from stm.training import stage
+
+    seen = {}
+    monkeypatch.setattr(stage, "train_and_evaluate", lambda cfg, ecfg, expert, name, **kw: seen.update(kw, name=name))
+    assert cli.main(["train", "--expert", "search"]) == 0
+    out, result = seen["out"], seen["result"]
+    assert seen["name"] is None and out.is_relative_to(paths.ROOT / "runs") and result.is_relative_to(out)
+    for tracked in ("results", "artifacts", "reports", "data"):
+        assert not out.is_relative_to(paths.ROOT / tracked)
+    assert "scratch run: runs/" in capsys.readouterr().out
+    assert "runs/" in (paths.ROOT / ".gitignore").read_text()

@@ -170,24 +170,10 @@ def test_recorded_mergekit_configs_do_not_name_this_machine(experts, monkeypatch
 def test_merge_stage_rerun_reuses_every_cached_score(experts, texts, tmp_path):
     """The whole stage twice with the same experts: the second run scores nothing again and reports the same."""
     import json
-    import shutil
 
-    from stm.config import EvaluationConfig, MergingConfig
-    from stm.core.beir import write_beir
     from stm.merging.run import run
 
-    adapters, full, base, root = experts
-    folder = tmp_path / "task"
-    corpus = {f"d{i}": t for i, t in enumerate(texts)}
-    queries = {"q0": "covid vaccine", "q1": "heart disease"}
-    for split in ("dev", "test"):  # one folder, both splits
-        write_beir(tmp_path / split, corpus, queries, {"q0": {"d0": 1}, "q1": {"d2": 1}}, split, {"name": "T"})
-    shutil.copytree(tmp_path / "test", folder)
-    shutil.copy(tmp_path / "dev" / "qrels" / "dev.tsv", folder / "qrels" / "dev.tsv")
-    mcfg = MergingConfig(methods=["linear"], experts=["med_real", "search"],
-                         search=MergeSearchConfig(strategy="grid", budget=3))
-    ecfg = EvaluationConfig(tasks=[str(folder)], dtype="float32", batch_size=4)
-    adapter_map = dict(zip(("med_real", "search"), adapters))
+    mcfg, ecfg, adapter_map, folder = _merge_stage_inputs(experts, texts, tmp_path)
     first = run(mcfg, ecfg, adapter_map, tmp_path / "merged", tmp_path / "merging.json")
     again = run(mcfg, ecfg, adapter_map, tmp_path / "merged", tmp_path / "merging.json")
     a, b = first["methods"]["linear"], again["methods"]["linear"]
@@ -205,6 +191,76 @@ def test_merge_stage_rerun_reuses_every_cached_score(experts, texts, tmp_path):
     again_scores = evaluate(Encoder(user, "user"), [str(folder)], "test")["scores"]
     assert again_scores == a["test"]["scores"]
     assert a["inmemory_vs_mergekit_max_abs_diff"] < 1e-4
+
+
+def _merge_stage_inputs(experts, texts, tmp_path):
+    """The merge stage's configs, its two experts and a one-task BEIR folder with a dev and a test split."""
+    import shutil
+
+    from stm.config import EvaluationConfig, MergingConfig
+    from stm.core.beir import write_beir
+
+    adapters = experts[0]
+    folder = tmp_path / "task"
+    corpus = {f"d{i}": t for i, t in enumerate(texts)}
+    queries = {"q0": "covid vaccine", "q1": "heart disease"}
+    for split in ("dev", "test"):  # one folder, both splits
+        write_beir(tmp_path / split, corpus, queries, {"q0": {"d0": 1}, "q1": {"d2": 1}}, split, {"name": "T"})
+    shutil.copytree(tmp_path / "test", folder)
+    shutil.copy(tmp_path / "dev" / "qrels" / "dev.tsv", folder / "qrels" / "dev.tsv")
+    mcfg = MergingConfig(methods=["linear"], experts=["med_real", "search"],
+                         search=MergeSearchConfig(strategy="grid", budget=3))
+    ecfg = EvaluationConfig(tasks=[str(folder)], dtype="float32", batch_size=4)
+    return mcfg, ecfg, dict(zip(("med_real", "search"), adapters)), folder
+
+
+KILLED_MERGE = """
+import sys, time, json
+from pathlib import Path
+from stm.config import EvaluationConfig, MergingConfig
+from stm.merging import run as M
+
+real = M.dev_score
+def slow(*a, **k):  # each candidate waits once scored, so the parent can kill between candidates
+    value = real(*a, **k)
+    time.sleep(0.5)
+    return value
+M.dev_score = slow
+mcfg, ecfg = MergingConfig.model_validate_json(sys.argv[1]), EvaluationConfig.model_validate_json(sys.argv[2])
+M.run(mcfg, ecfg, {k: Path(v) for k, v in json.loads(sys.argv[3]).items()}, Path(sys.argv[4]), Path(sys.argv[5]))
+"""
+
+
+def test_a_sigkilled_merge_search_resumes_to_the_same_choice(experts, texts, tmp_path):
+    """SIGKILL of a real merge stage after its first scored candidate, then a rerun: the scored candidates are read
+    back, not scored again, and the search ends as an uninterrupted one does."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from stm.merging.run import run
+
+    mcfg, ecfg, adapter_map, _ = _merge_stage_inputs(experts, texts, tmp_path)
+    scores = tmp_path / "killed" / ".merged-search" / "linear.jsonl"
+    script = tmp_path / "child.py"
+    script.write_text(KILLED_MERGE)
+    proc = subprocess.Popen([sys.executable, str(script), mcfg.model_dump_json(), ecfg.model_dump_json(),
+                             json.dumps({k: str(v) for k, v in adapter_map.items()}), str(tmp_path / "killed" / "merged"),
+                             str(tmp_path / "killed" / "merging.json")], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 180
+    while (not scores.exists() or not scores.read_text().strip()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "merging.json").exists()
+    resumed = run(mcfg, ecfg, adapter_map, tmp_path / "killed" / "merged", tmp_path / "killed" / "merging.json")
+    whole = run(mcfg, ecfg, adapter_map, tmp_path / "whole" / "merged", tmp_path / "whole" / "merging.json")
+    a, b = resumed["methods"]["linear"], whole["methods"]["linear"]
+    assert a["candidates_reused"] >= 1
+    assert a["history"] == b["history"] and a["chosen"] == b["chosen"] and a["test"]["scores"] == b["test"]["scores"]
 
 
 @pytest.mark.parametrize("method", ["linear", "ties"])

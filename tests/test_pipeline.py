@@ -157,6 +157,25 @@ def test_results_record_what_moves_the_numbers(smoke_repo):
 
 
 @pytest.mark.slow
+def test_training_moves_the_scores_and_every_score_is_a_score(smoke_repo):
+    """A pipeline that scored 0 everywhere, reproducibly, would pass the file checks: every score is a finite nDCG@10
+    in [0, 1], and every trained expert beats the untrained backbone on the smoke test tasks (on average: the
+    runs are deterministic, so any positive margin repeats)."""
+    import math
+
+    repo = smoke_repo[0]
+    backbone = json.loads((repo / SMOKE / "backbone.json").read_text())
+    experts = {p.stem: json.loads(p.read_text()) for p in (repo / SMOKE / "experts").glob("*.json")}
+    merges = json.loads((repo / SMOKE / "merging.json").read_text())["methods"]
+    records = [backbone, *experts.values(), *(m["test"] for m in merges.values())]
+    for rec in records:
+        assert all(math.isfinite(s["ndcg_at_10"]) and 0 <= s["ndcg_at_10"] <= 1 for s in rec["scores"].values())
+    assert len(experts) == 5
+    for name, rec in experts.items():
+        assert rec["averages"]["all"] > backbone["averages"]["all"], (name, rec["averages"], backbone["averages"])
+
+
+@pytest.mark.slow
 def test_evaluation_abstracts_are_disjoint_from_training(smoke_repo):
     repo = smoke_repo[0]
     train_ids = {json.loads(l)["pos_id"] for f in (repo / "data/processed/smoke/splits").glob("*.jsonl") for l in f.open()}

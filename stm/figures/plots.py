@@ -198,19 +198,28 @@ def pretraining_figure(dpi: int = 120) -> Path:
     """Figure 3 analogue: contrastive pre-training (PT), PT then fine-tuning, and fine-tuning alone."""
     plt = _plt()
     recs = ablation_records("pretrain")
-    labels = {"pt": "PT", "pt_ft": "PT+FT", "ft": "FT"}
-    ours = {k.removeprefix("pretrain_"): r["averages"]["all"] for k, r in recs.items()}
-    order = [k for k in labels if k in ours]
+    labels = {"pt": "PT", "pt_ft": "PT+FT", "ft": "FT", "ft_matched": "FT, PT+FT's steps"}
+    recs = {k.removeprefix("pretrain_"): r for k, r in recs.items()}
+    order = [k for k in labels if k in recs]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    axes[0].bar([labels[k] for k in order], [ours[k] for k in order], color="#74c476")
+    for i, k in enumerate(order):
+        avg, ci = recs[k]["averages"]["all"], bootstrap_mean(recs[k])
+        axes[0].bar(i, avg, yerr=[[avg - ci[1]], [ci[2] - avg]] if ci else None, capsize=3,
+                    color="#fdae6b" if k == "ft_matched" else "#74c476")
+        axes[0].text(i, (ci[2] if ci else avg) + 0.01, f"{avg:.3f}", ha="center", va="bottom", fontsize=8)
+    axes[0].set_xticks(range(len(order)), [labels[k] for k in order])
     if not recs:
         _not_run(axes[0], "pretrain")
-    axes[0].set_title("ours: inverse-cloze PT on PubMed, FT on the union\n(same steps per stage: PT+FT trains twice as long)",
-                      fontsize=9)
+    n = sum(len(v) for v in (recs[order[0]].get("per_query_ndcg_at_10") or {}).values()) if order else 0
+    axes[0].set_title("ours: inverse-cloze PT on PubMed, FT on the union; orange: the compute-matched control\n"
+                      f"(PT+FT trains twice as long as FT; 95% bootstrap CI over {n} test queries)", fontsize=9)
+    axes[0].set_ylim(0, 1)
     axes[0].set_ylabel("avg nDCG@10")
     p = paper()["figure3_pretraining"]
+    paper_labels = {"pt": "PT", "pt_ft": "PT+FT", "ft": "FT"}
     for b, label in PAPER_BACKBONE_LABELS.items():
-        axes[1].plot(list(labels.values()), [p[b][k] for k in labels], marker="o", label=label)
+        axes[1].plot(list(paper_labels.values()), [p[b][k] for k in paper_labels], marker="o", label=label)
     axes[1].set_title("paper (Figure 3): PT 10M, PT+FT 11.4M, FT 1.4M pairs", fontsize=9)
+    axes[1].set_ylim(0, 1)
     axes[1].legend(fontsize=8)
     return _save(fig, "pretraining.png", dpi)

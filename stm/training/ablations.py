@@ -4,8 +4,9 @@
 test and on dev (the dev scores choose the main line's per-expert variant map);
 ``size i --seed-index j``: FT-all on ``ablations.sizes[i]`` rows with ``ablations.seeds[j]`` (Figure 4);
 ``po i``: the first of ``variant_experts`` trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10);
-``pretrain``: PT (unlabeled pairs, in-batch negatives), PT then FT, and FT alone, all on ``size_expert``
-data (Figure 3), run in sequence because PT+FT starts from PT's adapter.
+``pretrain``: PT (unlabeled pairs, in-batch negatives), PT then FT, FT alone, and FT for PT+FT's total steps (the
+compute-matched control: PT+FT trains twice as long), all on ``size_expert`` data (Figure 3), run in sequence
+because PT+FT starts from PT's adapter.
 All cells use ``ablations.steps`` training steps (null: the training schedule), so they compare with each other.
 """
 
@@ -71,7 +72,7 @@ def run_cell(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, m
 
 
 def run_pretrain(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig) -> dict:
-    """Figure 3: PT alone, PT then FT, FT alone; each trained ``ablations.steps`` steps and evaluated."""
+    """Figure 3: PT alone, PT then FT, FT alone, each trained ``ablations.steps`` steps, and FT for PT+FT's steps."""
     base = with_overrides(tcfg, **({"max_steps": a.steps} if a.steps is not None else {}))
     pairs = run_dir("pretrain", "pretrain") / "ict.jsonl"
     write_jsonl(pairs, ict_pairs(split_files(a.size_expert, "ft", paths.PROCESSED), base.seed))
@@ -79,5 +80,9 @@ def run_pretrain(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfi
     pt_adapter = run_dir("pretrain", "pretrain/pt") / "adapter"
     cells = {"pt": ("pretrain", pt),
              "pt_ft": (a.size_expert, base.model_copy(update={"init_adapter": str(pt_adapter)})),
-             "ft": (a.size_expert, base)}
+             "ft": (a.size_expert, base),
+             # the control the claim is judged on: FT for as many steps as PT and FT together (one epoch each when
+             # ablations.steps is null)
+             "ft_matched": (a.size_expert, base.model_copy(update={"max_steps": 2 * base.max_steps}
+                                                           if base.max_steps else {"epochs": 2 * base.epochs}))}
     return {name: train_and_evaluate(cfg, ecfg, expert, f"pretrain/{name}") for name, (expert, cfg) in cells.items()}
