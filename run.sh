@@ -38,9 +38,9 @@ case "$cmd" in
     ;;
   test)
     setup
-    # two workers (STM_TEST_WORKERS): the smoke DAG and the rehearsal DAG start at once, one on each, and the fast
-    # tests fill in behind them (tests/conftest.py); STM_TEST_WORKERS=0 runs everything in this process
-    XDIST="-n ${STM_TEST_WORKERS:-2} --dist loadgroup"
+    # two workers (STM_TEST_WORKERS) that take whole files: the smoke DAG and the rehearsal DAG start at once, one on
+    # each, and the fast tests fill in behind them (tests/conftest.py); STM_TEST_WORKERS=0 runs all in this process
+    XDIST="-n ${STM_TEST_WORKERS:-2} --dist loadfile"
     python -m stm assets --download-only      # the one step that needs the network (PyPI)
     if [ "${STM_TEST_ONLINE:-0}" != 1 ] && command -v ip >/dev/null && unshare --net --map-root-user true 2>/dev/null; then
       echo "running the tests without a network (namespace with loopback only)"

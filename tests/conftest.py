@@ -21,16 +21,15 @@ setup_environment()
 from tiny import TEXTS, WORDS, make_model  # noqa: E402
 
 
-# The two DAG modules, longest first: each is one xdist group (its module fixture runs `dvc repro` once), and both start
-# at once on the two workers of `./run.sh test` (`--dist loadgroup`), the fast tests filling in behind them
+# The two DAG modules, longest first. `./run.sh test` hands whole files to its two workers (`--dist loadfile`), in
+# this order, so the smoke DAG and the rehearsal start at once, one on each worker, each running its module fixture's
+# `dvc repro` once; the fast tests fill in behind them. (xdist's `loadgroup` did not keep a group on one worker
+# here, xdist 3.8 with pytest 9: both workers ran the smoke DAG.)
 DAG_MODULES = ("test_pipeline.py", "test_rehearsal.py")
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(DAG_MODULES)}
-    for item in items:
-        if item.path.name in rank:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
 
 

@@ -47,6 +47,10 @@ BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must n
     ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl": ""}, ["train", "--expert", "nlu"], "nlu.jsonl: no triples"),
     ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl": '{"id": "a", "split": "nlu"}\n{oops\n'},
      ["train", "--expert", "nlu"], "nlu.jsonl:1"),
+    # a complete first row, so the malformed second line itself is what the message names
+    ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl":
+                          '{"id": "a", "split": "nlu", "instruction": "i", "query": "q", "positive": "p", "negative": "n"}'
+                          '\n{oops\n'}, ["train", "--expert", "nlu"], "nlu.jsonl:2"),
     # the one boundary: a library's I/O error, an empty task list, an unknown profile for a read-only command
     ("profile: smoke\n", {}, ["evaluate", "--model", "no/such/folder", "--name", "x"], "no/such/folder"),
     ("profile: smoke\nevaluation:\n  tasks: []\n", {}, ["baselines"], "evaluation.tasks"),
