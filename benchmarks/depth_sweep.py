@@ -33,9 +33,11 @@ DEFAULT_CELLS = ["8:4:3e-4:40", "8:8:3e-4:40", "8:4:1e-3:40", "8:8:1e-3:40", "12
 
 
 def parse(cell: str) -> dict:
-    n, k, lr, steps, *passage = cell.split(":")
+    n, k, lr, steps, *rest = cell.split(":")
+    passage, dtype = (rest + [None, None])[:2]
     return {"layers": int(n), "lora_layers": None if k == "all" else int(k), "learning_rate": float(lr),
-            "steps": int(steps), "train_passage_tokens": int(passage[0]) if passage else None}
+            "steps": int(steps), "train_passage_tokens": int(passage) if passage else None,
+            "dtype": dtype or "float32"}
 
 
 def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
@@ -44,10 +46,13 @@ def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
     name = f"{backbone}_k{cell['lora_layers'] or 'all'}_lr{cell['learning_rate']:g}_s{cell['steps']}"
     if cell.get("train_passage_tokens"):
         name += f"_p{cell['train_passage_tokens']}"
+    if cell.get("dtype", "float32") != "float32":  # training and scoring in this dtype (bfloat16: AMX tiles)
+        name += f"_{cell['dtype']}"
+        ecfg = ecfg.model_copy(update={"dtype": cell["dtype"]})
     base = config.load("training", profile="embedded")
     cfg = base.model_copy(update={
         "backbone": backbone, "learning_rate": cell["learning_rate"], "max_steps": cell["steps"],
-        "train_passage_tokens": cell.get("train_passage_tokens"),
+        "train_passage_tokens": cell.get("train_passage_tokens"), "dtype": cell.get("dtype", "float32"),
         "lora": base.lora.model_copy(update={"layers": cell["lora_layers"]})})
     out = paths.ROOT / "artifacts" / "sweep" / name
     record_file = out / "dev.json"
@@ -80,7 +85,8 @@ def main():
     setup_environment()
     ap = argparse.ArgumentParser()
     ap.add_argument("--cells", nargs="+", default=DEFAULT_CELLS,
-                    help="N:K:lr:steps[:P] (K 'all': every layer; P: training passages cut to P tokens)")
+                    help="N:K:lr:steps[:P[:dtype]] (K 'all': every layer; P: training passages cut to P tokens; dtype: "
+                         "training and dev scoring, float32 unless given)")
     ap.add_argument("--expert", default="all")
     ap.add_argument("--name", default="depth_sweep", help="results file stem in benchmarks/results/")
     args = ap.parse_args()
@@ -110,7 +116,8 @@ def figure(table: list[dict], name: str = "depth_sweep") -> None:
 
     fig, ax = plt.subplots(figsize=(9.5, 3.8))
     labels = [f"N={r['layers']}, K={r['lora_layers'] or 'all'}\nlr {r['learning_rate']:g}\n{r['steps']} steps"
-              + (f"\npassages {r['train_passage_tokens']}" if r.get("train_passage_tokens") else "") for r in table]
+              + (f"\npassages {r['train_passage_tokens']}" if r.get("train_passage_tokens") else "")
+              + (f"\n{r['dtype']}" if r.get("dtype", "float32") != "float32" else "") for r in table]
     means = [r["dev_ndcg_at_10"] for r in table]
     err = [[m - r["ci95"][0] for m, r in zip(means, table)], [r["ci95"][1] - m for m, r in zip(means, table)]]
     ref = next(i for i, r in enumerate(table) if r["vs_reference"] is None)

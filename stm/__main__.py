@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -76,6 +77,21 @@ def _cmd_train(args) -> None:
         print(f"scratch run: {out.relative_to(paths.ROOT)} (--name NAME writes a named run beside the ablations)")
     train_and_evaluate(cfg, config.load("evaluation"), args.expert, args.name, evaluate=not args.no_eval, out=out,
                        result=result)
+
+
+def run_name(text: str) -> str:
+    """``--name``: one folder name under the run's folders, so a name can never write outside the repository."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain name (letters, digits, '.', '_', '-'; no '/'): "
+                                         "it names one folder under runs/ or artifacts/<profile>/<backbone>/ablations/")
+    return text
+
+
+def notebook_param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    return key, value
 
 
 def scratch_dir(name: str) -> Path:
@@ -164,7 +180,7 @@ def _cmd_rehearsal(args) -> None:
 def _cmd_notebook(args) -> None:
     from stm.notebooks import execute
 
-    execute(args.name, dict(p.split("=", 1) for p in args.param), args.suffix)
+    execute(args.name, dict(args.param), args.suffix)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,12 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--rows", type=int, help="subsample the split to this many rows")
     t.add_argument("--seed", type=int, help="training seed (default: training.seed)")
     t.add_argument("--steps", type=int, help="optimizer steps (default: training.max_steps)")
-    t.add_argument("--name", help="a named run (artifacts/<profile>/<backbone>/ablations/NAME, its record in "
-                                  "results/); default: a scratch run in runs/<profile>/<backbone>/<variant>-<expert>")
+    t.add_argument("--name", type=run_name,
+                   help="a named run (artifacts/<profile>/<backbone>/ablations/NAME, its record in results/); "
+                        "default: a scratch run in runs/<profile>/<backbone>/<variant>-<expert>")
     t.add_argument("--no-eval", action="store_true", help="train only")
     e = sub.add_parser("evaluate", help="evaluate a model folder, adapter or backbone")
     e.add_argument("--model", required=True, help="a folder we wrote (sentence-transformers, with its adapter)")
-    e.add_argument("--name", required=True, help="the model's name in the record")
+    e.add_argument("--name", required=True, type=run_name, help="the model's name in the record")
     e.add_argument("--split", default=None, choices=["test", "dev"], help="default: evaluation.split")
     e.add_argument("--out", help="the record's path (default: runs/<profile>/<backbone>/NAME/result.json)")
     sub.add_parser("merge", help="search merge weights on dev, build merges, evaluate on test")
@@ -213,13 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     rh.add_argument("--port", type=int, default=18765)
     n = sub.add_parser("notebook", help="execute a notebook with papermill and render it to HTML")
     n.add_argument("name")
-    n.add_argument("-p", "--param", action="append", default=[], help="key=value")
+    n.add_argument("-p", "--param", action="append", default=[], type=notebook_param,
+                   help="key=value: a parameter of the notebook's parameters cell")
     n.add_argument("--suffix", default="")
     args = p.parse_args(argv)
     from stm import config
 
     try:
         paths.use(*config.active_run())  # the run's output folders (validated: a bad profile or backbone stops here)
+        config.check_params()  # every profile's block and every preset, as merged: a typo anywhere stops here
         globals()[f"_cmd_{args.cmd}"](args)
     except Exception as err:  # noqa: BLE001 - sorted into bad input (one line, exit 2) and our bugs (traceback)
         message = bad_input(err)
@@ -241,14 +260,15 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from stm.config import ConfigError
     from stm.core.assets import AssetError
     from stm.core.generators import GeneratorError
-    from stm.core.retriever import PromptError
+    from stm.core.retriever import ModelError, PromptError
     from stm.core.tasks import TaskError
     from stm.io import DataError
     from stm.merging.methods import MergeError
     from stm.synthesis.shn import TemplateError
 
     errors: list[type[BaseException]] = [ConfigError, DataError, AssetError, TaskError, GeneratorError, MergeError,
-                                         PromptError, TemplateError, OSError, UnicodeDecodeError, zipfile.BadZipFile]
+                                         PromptError, ModelError, TemplateError,
+                                         OSError, UnicodeDecodeError, zipfile.BadZipFile]
     try:
         from datasets.exceptions import DatasetsError
 

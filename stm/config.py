@@ -455,7 +455,27 @@ def load(group: str, path: Path | None = None, profile: str | None = None, backb
     path = Path(path or paths.PARAMS)
     if group not in GROUPS:
         raise ConfigError(f"unknown params group {group!r}; expected one of {list(GROUPS)}")
+    return _resolve(read_params(path), group, path, profile, backbone, overrides)
+
+
+def check_params(path: Path | None = None) -> None:
+    """Validate everything that could run before anything runs: every group as merged for every profile (with the
+    active backbone), and every backbone preset's groups under the active profile. A typo in a block the active
+    profile does not use (the paper block, which the rehearsal inherits), or a group's value that the active profile
+    happens to override, fails here naming profile and key, not when that profile is first run."""
+    path = Path(path or paths.PARAMS)
     raw = read_params(path)
+    profile = active_profile(raw, path)
+    for p in PROFILES:
+        for group in GROUPS:
+            _resolve(raw, group, path, p, None, {})
+    for backbone in raw.get("backbones") or {}:
+        for group in PRESET_GROUPS:
+            _resolve(raw, group, path, profile, backbone, {})
+
+
+def _resolve(raw: dict, group: str, path: Path, profile: str | None, backbone: str | None, overrides: dict):
+    """One group of the parsed file: its own values, the backbone preset, the profile block, then ``overrides``."""
     unknown = set(raw) - set(GROUPS) - {"profile", "backbone", "profiles", "backbones"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}")

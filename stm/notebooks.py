@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from stm import paths
+from stm.config import ConfigError
 
 PROFILE_NOTEBOOKS = ("00_data", "01_synthesis")  # per profile: their outputs do not depend on the backbone
 
@@ -74,6 +75,10 @@ def execute(name: str, parameters: dict | None = None, suffix: str = "") -> Path
     src = paths.NOTEBOOKS / f"{name}.ipynb"
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such notebook")
+    known = pm.inspect_notebook(str(src))
+    unknown = sorted(set(parameters or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"{src}: no parameter(s) {unknown} in its parameters cell; it has {sorted(known)}")
     reports = report_dir(name)
     reports.mkdir(parents=True, exist_ok=True)  # DVC does not create output folders
     out = reports / f"{name}{suffix}.ipynb"

@@ -64,12 +64,20 @@ def test_verify_names_a_corrupted_fetched_asset(tmp_path):
         assets.verify("pubmed", tmp_path)
 
 
-def test_resolve_model_paths_hub_ids_and_missing_assets(tmp_path, tiny_model):
+def test_resolve_model_paths_hub_ids_and_missing_assets(tmp_path, tiny_model, monkeypatch):
     assert resolve_model(str(tiny_model)) == str(tiny_model)
     assert resolve_model("qwen3-0.6b") == "Qwen/Qwen3-0.6B"
-    assert resolve_model("google/gemma-2b") == "google/gemma-2b"
     with pytest.raises(AssetError, match="not fetched yet"):
         resolve_model("smollm2", tmp_path)
+    # a name that is not known is refused offline (a typo must not reach the hub) and must be org/name online
+    with pytest.raises(AssetError, match=r"'google/gemma-2b'.*offline.*qwen3-0.6b"):
+        resolve_model("google/gemma-2b")
+    with pytest.raises(AssetError, match=r"'smollm3': not one of the presets .*not a hub id"):
+        resolve_model("smollm3")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert resolve_model("google/gemma-2b") == "google/gemma-2b"
+    with pytest.raises(AssetError, match="not a hub id"):
+        resolve_model("smollm3")
 
 
 def test_hub_path_loads_through_from_pretrained_with_a_local_stand_in(tiny_model):
@@ -94,3 +102,28 @@ def test_a_cut_backbone_name_is_a_derived_asset_of_any_depth(tmp_path):
     from transformers import AutoConfig
 
     assert AutoConfig.from_pretrained(folder).num_hidden_layers == 2 and (folder / "tokenizer.json").exists()
+
+
+def test_a_truncated_converted_model_is_detected_and_rebuilt(tmp_path, monkeypatch):
+    """A cut or converted model folder records its weights' sha256; a truncated file fails the check, and fetch
+    rebuilds the folder instead of training on half a model."""
+    from stm.core import assets
+    from tiny import make_model
+
+    base = make_model(tmp_path / "base", layers=4)
+    out = assets.cut_layers(base, tmp_path / "models" / "tiny-2l", 2)
+    assert assets.converted_ok(out)
+    weights = out / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    assert not assets.converted_ok(out)
+    # fetch's derived branch, with the tiny model standing in for SmolLM2: rebuilt because the check fails
+    monkeypatch.setattr(assets, "asset_dir", lambda asset_id, root=None: out)
+    real_fetch = assets.fetch
+
+    def fetch(asset_id, root=None, wheels=None):
+        return base if asset_id == "smollm2" else real_fetch(asset_id, root, wheels)
+
+    monkeypatch.setattr(assets, "fetch", fetch)
+    assert real_fetch("smollm2-2l", tmp_path) == out
+    assert assets.converted_ok(out) and weights.read_bytes() == good

@@ -55,6 +55,27 @@ BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must n
     ("profile: smoke\n", {}, ["evaluate", "--model", "no/such/folder", "--name", "x"], "no/such/folder"),
     ("profile: smoke\nevaluation:\n  tasks: []\n", {}, ["baselines"], "evaluation.tasks"),
     ("profile: smoke\n", {}, ["tasks", "--profile", "huge"], "invalid choice: 'huge'"),
+    # every profile's block is validated as merged, not only the active one's (the rehearsal inherits the paper's)
+    ("profile: smoke\nprofiles:\n  paper:\n    training: {batch_size: one}\n", {}, ["data"],
+     "(profile paper, backbone smollm2): training.batch_size"),
+    # a group's own wrong value, which the active profile happens to override, is still refused
+    ("profile: smoke\ntraining: {max_steps: lots}\nprofiles:\n  smoke:\n    training: {max_steps: 2}\n", {}, ["data"],
+     "(profile embedded, backbone smollm2): training.max_steps"),
+    # a backbone typo is never sent to the hub
+    ("profile: smoke\nbackbone: smollm3\n", {}, ["backbone"], "backbone 'smollm3': not one of the presets"),
+    # --name is one folder name: it cannot climb out of the run folders
+    ("profile: smoke\n", {}, ["train", "--expert", "nlu", "--name", "../../outside"], "is not a plain name"),
+    ("profile: smoke\n", {}, ["evaluate", "--model", "x", "--name", "/tmp/x"], "is not a plain name"),
+    # the training launch: the batch must split over the processes, checked before any process starts
+    ("profile: smoke\ntraining: {processes: 3, batch_size: 8}\n", {}, ["train", "--expert", "nlu", "--no-eval"],
+     "training.batch_size: 8 is not divisible by the 3 training processes"),
+    # a notebook parameter that is not key=value
+    ("profile: smoke\n", {}, ["notebook", "03_train", "-p", "expert"], "'expert' is not key=value"),
+    # an endpoint generator whose API key is not set
+    ("profile: smoke\nsynthesis:\n  generator: {kind: openai, model: gpt-4.1, api_key_env: STM_NO_SUCH_KEY}\n",
+     {"data/processed/smoke/splits/search.jsonl":
+      '{"id": "a", "split": "search", "instruction": "i", "query": "q", "positive": "p", "negative": "n"}\n'},
+     ["synthesize"], "STM_NO_SUCH_KEY is not set"),
 ]
 
 
@@ -110,3 +131,34 @@ def test_train_without_a_name_writes_a_scratch_run_outside_every_tracked_output(
         assert not out.is_relative_to(paths.ROOT / tracked)
     assert "scratch run: runs/" in capsys.readouterr().out
     assert "runs/" in (paths.ROOT / ".gitignore").read_text()
+
+
+def test_evaluate_refuses_a_raw_language_model_and_points_to_the_backbone_command(tmp_path, tiny_model):
+    """A causal LM folder would be wrapped in a default mean pooling, without our prompts, and scored: a number that
+    means nothing. Refused, with the command that scores an untrained backbone properly."""
+    proc = run_cli(tmp_path, "profile: smoke\n", "evaluate", "--model", str(tiny_model), "--name", "raw")
+    assert proc.returncode == 2 and "a language model without a pooling module" in proc.stderr, proc.stderr[-2000:]
+    assert "python -m stm backbone" in proc.stderr and str(tiny_model) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_beir_folder_with_empty_queries_names_the_file(tmp_path):
+    folder = tmp_path / "mytask"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "a document"}\n')
+    (folder / "queries.jsonl").write_text("")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    proc = run_cli(tmp_path, f"profile: smoke\nevaluation:\n  tasks: [{folder}]\n  baselines: [bm25]\n", "baselines")
+    assert proc.returncode == 2 and f"{folder / 'queries.jsonl'}: no queries" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unknown_notebook_parameter_is_refused_before_the_kernel_starts(tmp_path):
+    import shutil
+    from stm import paths
+
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(paths.ROOT / "notebooks" / "05_results.ipynb", tmp_path / "notebooks")
+    proc = run_cli(tmp_path, "profile: smoke\n", "notebook", "05_results", "-p", "colour=red")
+    assert proc.returncode == 2 and "no parameter(s) ['colour']" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "reports").exists()

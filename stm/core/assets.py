@@ -12,6 +12,7 @@ straight to ``from_pretrained``: the same loading code, with the hub as the sour
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stm import paths
-from stm.io import atomic_path, sha256_file, write_json
+from stm.io import atomic_path, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +266,23 @@ def cut_layers(source: Path, target: Path, layers: int) -> Path:
         for f in source.iterdir():
             if f.suffix in (".json", ".jinja", ".txt", ".model") and not (tmp / f.name).exists():
                 shutil.copy(f, tmp / f.name)
-        write_json(tmp / "stm_asset.json", {"source": source.name, "layers": layers, "dtype": "float32"})
+        write_json(tmp / "stm_asset.json", {"source": source.name, "layers": layers, "dtype": "float32",
+                                            "weights": _weight_hashes(tmp)})
     return target
+
+
+def _weight_hashes(folder: Path) -> dict[str, str]:
+    return {f.name: sha256_file(f) for f in sorted(folder.glob("*.safetensors"))}
+
+
+def converted_ok(folder: Path) -> bool:
+    """A model folder we converted or cut is whole: its weight files have the sha256 recorded when it was written
+    (a truncated or flipped file, or a folder from before hashes were recorded, is rebuilt by :func:`fetch`)."""
+    record = folder / "stm_asset.json"
+    if not (folder / "config.json").exists() or not record.exists():
+        return False
+    expected = read_json(record).get("weights")
+    return bool(expected) and _weight_hashes(folder) == expected
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
@@ -284,7 +300,8 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     with atomic_path(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "stm_asset.json", {"source": gguf.name, "sha256": sha256_file(gguf), "dtype": "float32"})
+        write_json(tmp / "stm_asset.json", {"source": gguf.name, "sha256": sha256_file(gguf), "dtype": "float32",
+                                            "weights": _weight_hashes(tmp)})
     return target
 
 
@@ -296,7 +313,9 @@ def fetch(asset_id: str, root: Path | None = None, wheels: Path | None = None) -
     root = Path(root or paths.ASSETS)
     if asset.kind == "derived":
         out = asset_dir(asset_id, root)
-        if not (out / "config.json").exists():
+        if not converted_ok(out):
+            if (out / "config.json").exists():
+                log.warning("%s: weights differ from their recorded sha256 (or none recorded); rebuilding", out)
             cut_layers(fetch(asset.base, root, wheels), out, asset.layers)
         return out
     for spec in asset.files:
@@ -316,7 +335,9 @@ def fetch(asset_id: str, root: Path | None = None, wheels: Path | None = None) -
                 if rel != "model.safetensors":
                     with atomic_path(dest) as tmp:
                         tmp.write_bytes(zf.read(info))
-    elif asset.kind == "gguf" and not (out / "config.json").exists():
+    elif asset.kind == "gguf" and not converted_ok(out):
+        if (out / "config.json").exists():
+            log.warning("%s: weights differ from their recorded sha256 (or none recorded); converting again", out)
         log.info("converting %s to a float32 Hugging Face folder (first time only)", asset_id)
         convert_gguf(_raw_path(asset, asset.files[0], root), out)
     return out
@@ -377,7 +398,8 @@ def resolve_model(name: str, root: Path | None = None) -> str:
     """Map a backbone name to something ``from_pretrained`` accepts.
 
     An embedded asset id gives its converted local folder (which must have been fetched); a path
-    that exists is used as is; anything else is treated as a Hugging Face hub id (``paper`` profile).
+    that exists is used as is; anything else must be a Hugging Face hub id ``org/name`` (``paper`` profile), and is
+    refused offline: a typo is never sent to the hub, where it could match another model.
     """
     if name in REGISTRY:
         folder = asset_dir(name, root)
@@ -386,10 +408,16 @@ def resolve_model(name: str, root: Path | None = None) -> str:
         return str(folder)
     if name in PAPER_BACKBONES:  # fetched by the assets stage (pinned to the commit it records), else the hub
         local = Path(root or paths.ASSETS) / "models" / name
-        name = str(local) if (local / "stm_asset.json").exists() else PAPER_BACKBONES[name]
+        return str(local) if (local / "stm_asset.json").exists() else PAPER_BACKBONES[name]
     if Path(name).exists():
         return str(Path(name))
-    return name
+    known = f"presets {sorted(PAPER_BACKBONES)}, embedded assets {sorted(REGISTRY)} (or <asset>-<N>l)"
+    if name.count("/") != 1 or name.startswith((".", "/")):
+        raise AssetError(f"backbone {name!r}: not one of the {known}, not a model folder, and not a hub id "
+                         "(org/name)")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise AssetError(f"backbone {name!r}: no such folder, and the hub is offline (HF_HUB_OFFLINE=1); known: {known}")
+    return name  # a hub id: downloaded by from_pretrained (the paper profile)
 
 
 def pubmed_files(root: Path | None = None) -> dict[str, Path]:

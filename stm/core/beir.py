@@ -44,16 +44,20 @@ def read_beir(folder: Path | str, split: str = "test") -> BeirData:
         if row["_id"] in corpus:
             raise DataError(f"{folder / 'corpus.jsonl'}:{lineno}: duplicate document id {row['_id']!r}")
         corpus[str(row["_id"])] = text
+    if not corpus:
+        raise DataError(f"{folder / 'corpus.jsonl'}: no documents")
     queries: dict[str, str] = {}
     for lineno, row in enumerate(iter_jsonl(folder / "queries.jsonl", ("_id", "text"), ("text",)), 1):
         if row["_id"] in queries:
             raise DataError(f"{folder / 'queries.jsonl'}:{lineno}: duplicate query id {row['_id']!r}")
         queries[str(row["_id"])] = row["text"]
+    if not queries:
+        raise DataError(f"{folder / 'queries.jsonl'}: no queries")
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.exists():
         raise DataError(f"{qrels_path}: no qrels for split {split!r}")
     qrels: dict[str, dict[str, int]] = {}
-    with qrels_path.open() as f:
+    with qrels_path.open(encoding="utf-8", newline="") as f:
         for lineno, row in enumerate(csv.reader(f, delimiter="\t"), 1):
             if lineno == 1 and row and row[0] == "query-id":
                 continue

@@ -39,6 +39,7 @@ from transformers import AutoModel, PreTrainedTokenizerBase
 from stm import paths
 from stm.config import FormatConfig, LoraSettings
 from stm.core.prefix import decoder_stack
+from stm.io import read_json
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -51,6 +52,28 @@ INSTRUCTION_TEMPLATE = "instruction_template"
 
 class PromptError(ValueError):
     """A template whose prompt is not a token prefix of prompt + text, so prompt-aware pooling would be wrong."""
+
+
+class ModelError(ValueError):
+    """A model folder that is not a retriever: no sentence-transformers modules, or no pooling module."""
+
+
+def check_retriever(path: str | Path) -> None:
+    """Refuse what is not a retriever before loading it: sentence-transformers would wrap a bare causal LM in a
+    default mean pooling without our prompts and score it without a word, a number that means nothing."""
+    folder = Path(path)
+    if not folder.exists():
+        if folder.is_absolute() or str(path).startswith(".") or folder.suffix or len(folder.parts) != 2:
+            raise ModelError(f"{path}: no such model folder")
+        return  # org/name: a hub model, checked by the library when it downloads
+    modules = folder / "modules.json"
+    if not modules.is_file():
+        what = "a language model without a pooling module" if (folder / "config.json").is_file() else "not a model"
+        raise ModelError(f"{path}: {what} (no modules.json); give a retriever we wrote (an expert's adapter folder or "
+                         "a merged model), or score an untrained backbone with `python -m stm backbone`")
+    types = [str(m.get("type", "")) for m in read_json(modules)]
+    if not any(t.endswith("Pooling") for t in types):
+        raise ModelError(f"{modules}: no Pooling module among {types}; not a sentence-transformers retriever")
 
 
 def ensure_eos(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -177,6 +200,7 @@ def default_device() -> str:
 def load(path: str | Path, dtype: str | None = None, device: str | torch.device | None = None) -> SentenceTransformer:
     """A folder written by :func:`save` (an expert's adapter or a merged model), as a user would load it, on
     ``device`` (default: :func:`default_device`)."""
+    check_retriever(path)
     device = device or default_device()
     kwargs = {"model_kwargs": {"dtype": DTYPES[dtype]}} if dtype else {}
     model = SentenceTransformer(str(path), device=str(device), **kwargs)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from stm import paths
-from stm.config import TrainingConfig, dump, validate
+from stm.config import ConfigError, TrainingConfig, dump, validate
 from stm.io import read_json, write_json
 from stm.training.train import train
 
@@ -34,6 +34,9 @@ def processes(cfg: TrainingConfig) -> int:
 def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processed: Path | None = None,
                    prompts: Path | None = None) -> dict:
     """Train with ``n`` processes under ``torch.distributed.run``; returns rank 0's training record."""
+    if cfg.batch_size % n:  # checked once, before any process starts
+        raise ConfigError(f"training.batch_size: {cfg.batch_size} is not divisible by the {n} training processes "
+                          "(training.processes, or the visible GPUs); change one of them")
     out = Path(out)
     spec = out.parent / f".{out.name}-launch.json"  # beside the DVC output, which DVC deletes before a rerun
     write_json(spec, {"config": dump(cfg), "expert": expert, "out": str(out),
