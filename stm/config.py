@@ -133,6 +133,8 @@ class DataConfig(Strict):
         "stm/data/bmretriever.py's table; unmatched rows are Med-Synth).")
     split_tolerance: float | None = Field(default=0.02, ge=0, description="paper profile: largest relative gap of "
                                           "a split's share to Table 2's (null: no check).")
+    max_bad_rows: int = Field(default=1000, ge=0, description="paper profile: rows of ft_data.json that cannot be "
+                              "read as triples are counted and skipped, up to this many; one more stops the stage.")
 
     @field_validator("split_sizes")
     @classmethod

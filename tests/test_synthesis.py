@@ -70,10 +70,10 @@ def test_requests_run_concurrently_and_answers_keep_prompt_order(fake, monkeypat
     monkeypatch.setenv("STM_TEST_KEY", MARKER_KEY)
     fake.behaviour.latency_s = 0.2
     prompts = [f'Write a passage that does not answer the query. positive document: "topic number {i}"' for i in range(8)]
-    t0 = time.perf_counter()
     out = build_generator(openai_cfg(fake.url, concurrency=8)).generate(prompts)
-    elapsed = time.perf_counter() - t0
-    assert fake.behaviour.max_in_flight == 8 and elapsed < 8 * 0.2 / 2  # serial would take 1.6 s
+    # all eight in flight at once, as the server saw them (a wall-clock bound flaked on a loaded 2-core machine; the
+    # speed-up itself is measured by benchmarks/generator_concurrency.py)
+    assert fake.behaviour.max_in_flight == 8
     assert [o.split(" only in passing")[0].split()[-3:] for o in out] == [["topic", "number", str(i)] for i in range(8)]
 
 
@@ -180,3 +180,27 @@ def test_shn_stage_counts_rejections_and_falls_back(fake, server, processed, tmp
 def test_hard_negative_filters_for_small_generators(text, reason):
     topic = "insulin resistance adipose tissue obese mice high fat diet"
     assert check(text, min_words=5, max_words=100, on_topic_with=topic) == reason
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
+def test_a_shared_few_shot_prefix_is_computed_once_with_the_same_generations(tmp_path, arch, monkeypatch):
+    """Prompts that start alike (a few-shot template) run the shared tokens once for the batch; greedy outputs are
+    the ones the plain left-padded batch gives."""
+    from stm.config import GenerationConfig
+    from stm.core import generators as G
+    from tiny import TEXTS, make_model
+
+    model = make_model(tmp_path / arch, arch)
+    gen = build_generator(GenerationConfig(kind="local", model=str(model), style="completion", temperature=0.0,
+                                           max_new_tokens=6, batch_size=8))
+    shared = " ".join(TEXTS * 2) + "\n\n"
+    prompts = [shared + t for t in TEXTS] + [shared + TEXTS[0] + " " + TEXTS[1]]
+    batch = gen._inputs(prompts)
+    if arch == "gemma3":  # sliding-window layers: padding counts inside the window, so no prefix cache
+        assert "cache" not in batch
+    else:
+        assert "cache" in batch and batch["cache"].get_seq_length() >= G.MIN_SHARED_TOKENS
+    cached = gen.generate(prompts)
+    monkeypatch.setattr(G, "MIN_SHARED_TOKENS", 10**9)
+    assert "cache" not in gen._inputs(prompts)
+    assert cached == gen.generate(prompts) and any(cached)

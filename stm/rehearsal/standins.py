@@ -128,28 +128,50 @@ def _passage(topic: str, k: int) -> str:
             f"Further trials of {topic} in larger cohorts are needed before any change in practice.")
 
 
+# The instructions: BMRetriever's published ones for the general sets (its prompt.py: MS MARCO, NQ, ELI5, FEVER,
+# SNLI, Quora), and for the medical sets, written here from the datasets' own descriptions, not from our split rules
+# (MedNLI: NLI on patients' clinical notes; Medical Question Pairs: doctor-written paraphrases; medical QA).
+STANDIN_INSTRUCTIONS = {
+    "search": ["Given a web search query, retrieve relevant passages that answer the query",
+               "Given a web search query, retrieve relevant documents that answer the query"],
+    "nlu": ["Given a question, retrieve Wikipedia passages that answer the question",
+            "Provided a user question, retrieve the highest voted answers on Reddit ELI5 forum",
+            "Given a claim, retrieve documents that support or refute the claim",
+            "Given a premise, retrieve a hypothesis that is entailed by the premise",
+            "Given a question, retrieve questions that are semantically equivalent to the given question"],
+    "med_real": ["Given a premise from a patient's clinical notes, retrieve a hypothesis that is entailed by it",
+                 "Given a medical question, retrieve questions that are semantically equivalent to it",
+                 "Given a consumer health question, retrieve answers written by doctors"],
+    "med_synth": ["Given a query, find articles that discuss the correlation between a lifestyle factor and a "
+                  "disease"],
+}
+
+
+def _field(text: str, i: int):
+    """A positive or negative in one of the schemas the loader accepts, in turn: a list of strings, a list of
+    ``[instruction, text]`` pairs (E5-style), a mapping with a title and text, a bare string."""
+    return [[text], [["", text]], [{"title": "", "text": text}], text][i % 4]
+
+
 def build_ft_data(out: Path, scale: int = 1) -> Path:
-    """A BMRetriever ``ft_data.json`` stand-in: JSON lines of ``{"query": [instruction, query], "pos": [...],
-    "neg": [...]}``, with the instructions the split mapping reads, in Table 2's proportions (x ``scale``)."""
-    instructions = {
-        "search": ["Given a web search query, retrieve relevant passages that answer the query"],
-        "nlu": ["Given a question, retrieve Wikipedia passages that answer the question",
-                "Given a claim, retrieve documents that support or refute the claim",
-                "Given a premise, retrieve a hypothesis that is entailed by the premise"],
-        "med_real": ["Given a medical question, retrieve answers from doctors"],
-        "med_synth": ["Given a query, find articles that discuss the correlation between a lifestyle factor and a "
-                      "disease"],
-    }
-    rows = []
+    """A BMRetriever ``ft_data.json`` stand-in: JSON lines of ``{"query": [instruction, query], "pos": ..., "neg":
+    ...}`` in Table 2's proportions (x ``scale``), the fields in each schema the loader accepts, then three rows it
+    must count as unreadable and skip (an empty negative, a query that is not text, a line that is not JSON)."""
+    lines = []
     for split, n in PAPER_SIZES.items():
         for i in range(round(n / 1000) * scale // 10):  # Table 2 / 10,000, times scale
             topic, other = TOPICS[i % len(TOPICS)], TOPICS[(i + 5) % len(TOPICS)]
-            ins = instructions[split][i % len(instructions[split])]
-            rows.append({"query": [ins, f"what is known about {topic} ({split} {i})"],
-                         "pos": [_passage(topic, i)], "neg": [_passage(other, i)]})
+            ins = STANDIN_INSTRUCTIONS[split][i % len(STANDIN_INSTRUCTIONS[split])]
+            lines.append(json.dumps({"query": [ins, f"what is known about {topic} ({split} {i})"],
+                                     "pos": _field(_passage(topic, i), i), "neg": _field(_passage(other, i), i + 1)}))
+    lines += [json.dumps({"query": ["Given a web search query, retrieve relevant passages", "q"], "pos": ["p"],
+                          "neg": [""]}),
+              json.dumps({"query": 7, "pos": ["p"], "neg": ["n"]}),
+              '{"query": ["broken'
+              ]
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        tmp.write_text("\n".join(lines) + "\n")
     return out
 
 
