@@ -292,3 +292,31 @@ def test_dare_ties_is_seeded_so_the_final_merge_is_the_scored_candidate(experts,
     c = load_file(run_mergekit(cfg, tmp_path / "c", seed=4) / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_every_model_that_embeds_is_loaded_on_the_resolved_device(experts, tiny_model, monkeypatch):
+    """With a GPU present (faked: CUDA reported available), every retriever the stages build or load receives it:
+    the backbone (its evaluation, GEPA's scoring model), an expert's folder, the in-memory merge candidates, a
+    merged model and the MiniLM-style plain folders. A recorder stands in for the constructor and builds on the CPU."""
+    from sentence_transformers import SentenceTransformer
+
+    from stm.config import TrainingConfig
+    from stm.merging.run import merged_retriever
+    from stm.prompts.optimizers import backbone_retriever
+
+    adapters, full, base, root = experts
+    seen: list[str] = []
+    real_init = SentenceTransformer.__init__
+
+    def recorder(self, *args, device=None, **kwargs):
+        seen.append(str(device))
+        real_init(self, *args, device="cpu", **kwargs)
+
+    monkeypatch.setattr(SentenceTransformer, "__init__", recorder)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert R.default_device() == "cuda"
+    backbone_retriever(TrainingConfig(backbone=str(tiny_model)))()       # GEPA's scorer, the backbone's evaluation
+    R.load(adapters[0])                                                  # an expert, as evaluation loads it
+    DeltaMerger(adapters)                                                # every merge candidate
+    merged_retriever(adapters[0], full[1], "float32")                    # a final merge
+    assert seen == ["cuda"] * 4

@@ -1,6 +1,7 @@
 """The rehearsal's stand-ins: the paper's three architectures with their real tokenizer classes, built offline."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -106,6 +107,8 @@ def test_the_paper_profile_runs_end_to_end_on_stand_ins(rehearsal_repo):
     assert synthesis["generator"].startswith("released:") and all(s["kept"] for s in synthesis["splits"].values())
     stats = json.loads((run.parent / "data_stats.json").read_text())
     assert sum(stats["split_sizes"].values()) == 141
+    # the stand-in's three unreadable rows were counted and skipped, not fatal, and named where they are
+    assert stats["bad_rows"]["count"] == 3 and stats["bad_rows"]["first"][0].startswith("line 142: negative: empty")
     for i in range(4):  # Table 4 for every expert and FT-all
         assert {p.stem for p in (run / "ablations" / f"variant_{i}").glob("*.json")} == \
             {"med_real", "med_synth", "search", "nlu", "all"}
@@ -163,3 +166,15 @@ def test_every_backbone_preset_runs_its_main_line(rehearsal_repo, backbone, opti
     assert json.loads((run / "merging.json").read_text())["methods"]
     assert (repo / "data" / "processed" / "rehearsal" / backbone / "prompts" / "gp.json").exists()
     assert (repo / "reports" / "rehearsal" / backbone / "05_results.html").exists()
+
+
+@pytest.mark.slow
+def test_data_inspect_shows_ft_data_structure_and_split_table_on_the_rehearsal(rehearsal_repo):
+    repo, env = rehearsal_repo[0], rehearsal_repo[1]
+    proc = subprocess.run([sys.executable, "-m", "stm", "data", "--inspect"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "line 1: {query: list[str], pos: list[str], neg: list[list[str]]}" in out
+    assert "first 144 records: med_real 30, med_synth 43, search 43, nlu 25, bad 3" in out
+    assert "med_real   \"Given a premise from a patient's clinical notes" in out
