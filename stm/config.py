@@ -227,6 +227,8 @@ class PromptsConfig(Strict):
     gp_sizes: list[int] = [10, 20, 50, 100]
     gp_size: int = Field(default=10, ge=1, description="Pool size used by the PO variant.")
     gp_max_words: int = Field(default=20, ge=5, description="Longest generic prompt kept (its first sentence).")
+    gp_as_generated: bool = Field(default=False, description="Keep each generic prompt whole, as the generator wrote "
+                                  "it (the paper); false: its first sentence, with meta-commentary filtered out.")
     splits: list[str] = list(SPLIT_NAMES)
     generator: GenerationConfig = GenerationConfig(max_new_tokens=48, temperature=1.0, style="chat", batch_size=16)
     gepa: GepaConfig = GepaConfig(max_metric_calls=24, train_examples=20)

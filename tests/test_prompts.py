@@ -161,3 +161,24 @@ def test_gepa_budget_follows_dspy_auto_and_scores_more_than_the_seed(tiny_model,
     with pytest.raises(ConfigError, match="max_metric_calls: 4 calls do not exceed the 4 validation examples"):
         gepa_adapter.optimize_split(cfg.model_copy(update={"gepa": cfg.gepa.model_copy(update={"max_metric_calls": 4})}),
                                     "nlu", tmp_path / "again", retriever)
+
+
+def test_gp_as_generated_keeps_whole_prompts_unfiltered_as_the_paper(tmp_path, monkeypatch):
+    """The paper profile trains on the generated prompts as written: nothing cut to a sentence, nothing filtered for
+    brackets or "here are"; only empty answers are dropped."""
+    from stm import config
+    from stm.config import PromptsConfig
+    from stm.prompts import optimizers
+
+    whole = ["Here are the instructions: [retrieve] documents that answer the query. Then rank them.",
+             "Find passages {relevant} to the question. " * 30]
+    outs = iter(whole + [""])
+    monkeypatch.setattr(optimizers, "build_generator", lambda cfg: type("G", (), {
+        "id": "fake", "settings": lambda self: {}})())
+    monkeypatch.setattr(optimizers, "generate_cached",
+                        lambda gen, prompts, path, bs, desc, sample_ids: [next(outs, None) for _ in prompts])
+    cfg = PromptsConfig(gp_sizes=[3], gp_size=3, gp_max_words=12, gp_as_generated=True)
+    kept, meta = optimizers.generic_prompts(cfg, tmp_path, 3)
+    assert kept == [w.strip() for w in whole] and meta["counts"]["empty"] == 1
+    paper = config.load("prompts", profile="paper")
+    assert paper.gp_as_generated and not config.load("prompts", profile="embedded").gp_as_generated

@@ -74,10 +74,14 @@ def generic_prompts(cfg: PromptsConfig, out: Path, target: int) -> tuple[list[st
             # a prompt is an instruction, not an essay: keep the first sentence. Small generators ramble on,
             # and a long prompt leaves no room for the query within max_query_tokens (training truncates)
             whole = clean(o).strip('"')
-            text = next(iter(sentences(whole)), "")
-            reason = "generator_failed" if o is None else (
-                check(whole, min_words=5, max_words=10_000, meta=PROMPT_META)   # meta-commentary anywhere
-                or check(text, min_words=5, max_words=cfg.gp_max_words, meta=PROMPT_META))
+            if cfg.gp_as_generated:  # the paper trains on the prompts as written: only empty answers are dropped
+                text = whole
+                reason = "generator_failed" if o is None else ("empty" if not whole else None)
+            else:
+                text = next(iter(sentences(whole)), "")
+                reason = "generator_failed" if o is None else (
+                    check(whole, min_words=5, max_words=10_000, meta=PROMPT_META)   # meta-commentary anywhere
+                    or check(text, min_words=5, max_words=cfg.gp_max_words, meta=PROMPT_META))
             if reason is None and text.lower() in {k.lower() for k in kept}:
                 reason = "duplicate"
             counts[reason or "kept"] = counts.get(reason or "kept", 0) + 1
