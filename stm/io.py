@@ -79,13 +79,18 @@ def write_jsonl(path: Path | str, rows: Iterable[dict]) -> Path:
 
 
 def iter_jsonl(path: Path | str, required: Iterable[str] = (), nonempty: Iterable[str] = ()) -> Iterator[dict]:
-    """Yield rows of a JSONL file; a malformed line or a missing/empty field names file and line."""
+    """Yield rows of a JSONL file (UTF-8); a malformed line, a missing field, or a ``nonempty`` field that is not a
+    non-empty string (null, a list, a number, blank) names file and line."""
     path = Path(path)
     required, nonempty = tuple(required), tuple(nonempty)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:  # bytes, decoded line by line: a bad byte is named by its line
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 ({e.reason} at column {e.start + 1})") from None
             if not line.strip():
                 continue
             try:
@@ -97,9 +102,13 @@ def iter_jsonl(path: Path | str, required: Iterable[str] = (), nonempty: Iterabl
             missing = [k for k in required if k not in row]
             if missing:
                 raise DataError(f"{path}:{lineno}: missing field(s) {missing}; found {sorted(row)}")
-            empty = [k for k in nonempty if not str(row.get(k, "")).strip()]
+            empty = [k for k in nonempty if isinstance(row.get(k), str) and not row[k].strip()]
             if empty:
                 raise DataError(f"{path}:{lineno}: empty field(s) {empty}")
+            wrong = {k: type(row[k]).__name__ for k in nonempty if not isinstance(row.get(k), str)}
+            if wrong:
+                raise DataError(f"{path}:{lineno}: field(s) must be text: " +
+                                ", ".join(f"{k} is {'null' if t == 'NoneType' else 'a ' + t}" for k, t in wrong.items()))
             yield row
 
 

@@ -51,6 +51,13 @@ BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must n
     ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl":
                           '{"id": "a", "split": "nlu", "instruction": "i", "query": "q", "positive": "p", "negative": "n"}'
                           '\n{oops\n'}, ["train", "--expert", "nlu"], "nlu.jsonl:2"),
+    # triple fields must be non-empty strings: a null query, a list-valued positive
+    ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl":
+                          '{"id": "a", "split": "nlu", "instruction": "i", "query": null, "positive": "p", "negative": "n"}\n'},
+     ["train", "--expert", "nlu"], "nlu.jsonl:1: field(s) must be text: query is null"),
+    ("profile: smoke\n", {"data/processed/smoke/splits/nlu.jsonl":
+                          '{"id": "a", "split": "nlu", "instruction": "i", "query": "q", "positive": ["p"], "negative": "n"}\n'},
+     ["train", "--expert", "nlu"], "nlu.jsonl:1: field(s) must be text: positive is a list"),
     # the one boundary: a library's I/O error, an empty task list, an unknown profile for a read-only command
     ("profile: smoke\n", {}, ["evaluate", "--model", "no/such/folder", "--name", "x"], "no/such/folder"),
     ("profile: smoke\nevaluation:\n  tasks: []\n", {}, ["baselines"], "evaluation.tasks"),

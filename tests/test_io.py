@@ -69,3 +69,14 @@ def test_setup_environment_leaves_the_hub_reachable():
     code = "import os; from stm.paths import setup_environment; setup_environment(); print(os.environ.get('HF_HUB_OFFLINE'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "None"
+
+
+def test_a_jsonl_line_that_is_not_utf8_names_file_and_line(tmp_path):
+    import pytest
+
+    from stm.io import DataError, read_jsonl
+
+    f = tmp_path / "rows.jsonl"
+    f.write_bytes(b'{"query": "ok"}\n{"query": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"rows.jsonl:2: not UTF-8"):
+        read_jsonl(f)
