@@ -161,6 +161,20 @@ def _cmd_compare(args) -> None:
         sys.exit(1)
 
 
+def _cmd_plan(args) -> None:
+    from stm import config
+    from stm.figures.plan import _measured, measured_cpu_run, plan, render
+
+    profile, backbone = paths.RESULTS.parent.name, paths.RESULTS.name
+    if profile in ("embedded", "smoke"):
+        print(measured_cpu_run(profile))
+        return
+    tcfg = config.load("training")
+    lines = plan(profile, tcfg, config.load("evaluation"), config.load("merging"), config.load("ablations"),
+                 config.load("prompts"))
+    print(render(lines, profile, backbone, _measured(tcfg.backbone)))
+
+
 def _cmd_tasks(args) -> None:
     from stm import config
     from stm.core.tasks import describe_tasks
@@ -229,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("backbone", help="evaluate the untrained backbone (the reference every expert must beat)")
     cp = sub.add_parser("compare", help="this run's scores against the committed ones: inside their 95%% intervals?")
     cp.add_argument("--ref", default="HEAD", help="the git revision holding the committed results")
+    sub.add_parser("plan", help="each stage's expected GPU-hours, GPU memory and disk for the active profile and "
+                                "backbone, from the measured throughputs in benchmarks/results/ (CPU profiles: the "
+                                "measured run)")
     tk = sub.add_parser("tasks", help="list a profile's test tasks and dev sets: splits, subsets, instruction")
     tk.add_argument("--profile", default=None, choices=PROFILES, help="the profile (default: params.yaml's)")
     a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po (Table 10), "

@@ -187,3 +187,24 @@ def test_a_library_error_on_a_broken_model_folder_is_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(folder) in errors[0] and "model.safetensors" in errors[0]
+
+
+@pytest.mark.parametrize("profile,backbone", [("rehearsal", "gemma-2b"), ("paper", "phi4-mini")])
+def test_plan_prints_each_stage_cost_from_the_measured_throughput(tmp_path, profile, backbone):
+    """`python -m stm plan`: GPU-hours, memory and disk per stage before anything runs, from the H200 measurement
+    and mteb's task statistics (the 12 tasks hold about 532K documents)."""
+    import re
+
+    from stm import paths
+
+    params = (paths.ROOT / "params.yaml").read_text()
+    params = re.sub(r"(?m)^profile: \S+", f"profile: {profile}", params)
+    (tmp_path / "benchmarks").symlink_to(paths.ROOT / "benchmarks")
+    proc = run_cli(tmp_path, re.sub(r"(?m)^backbone: \S+", f"backbone: {backbone}", params), "plan")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert f"profile {profile}, backbone {backbone}; throughput of {backbone} measured on NVIDIA H200" in out
+    assert "12 test tasks, 531,880 documents" in out
+    hours = {m[1].strip(): float(m[2]) for m in re.finditer(r"(?m)^(\S+(?: \S+)?)\s+([\d.]+)", out)}
+    assert {"backbone", "train@all", "merge", "ablate_variant", "main line", "with ablations"} <= set(hours)
+    assert hours["train@all"] > hours["train@med_real"] > 0 and hours["main line"] < hours["with ablations"]
