@@ -23,6 +23,8 @@ from pathlib import Path
 
 from stm import paths
 from stm.config import EXPERTS, SPLIT_NAMES
+from stm.core.tasks import mteb_splits
+from stm.data.bmretriever import PAPER_SIZES
 
 ENCODE_VS_TRAIN = 3.0  # forward-only tokens/s over training tokens/s (see the module docstring)
 CHARS_PER_TOKEN = 4.0
@@ -54,8 +56,6 @@ def _measured(backbone: str) -> dict:
 
 
 def _split_rows(stats_file: Path) -> dict[str, int]:
-    from stm.data.bmretriever import PAPER_SIZES
-
     if stats_file.exists():
         sizes = json.loads(stats_file.read_text()).get("split_sizes") or {}
         if set(sizes) >= set(SPLIT_NAMES):
@@ -66,8 +66,6 @@ def _split_rows(stats_file: Path) -> dict[str, int]:
 def _task_tokens(names: list[str], split: str, max_query: int, max_passage: int) -> tuple[float, int]:
     """(upper-bound tokens to encode, number of documents) of one evaluation on ``names``, from mteb's statistics."""
     import mteb
-
-    from stm.core.tasks import mteb_splits
 
     tokens, docs = 0.0, 0
     for name in names:

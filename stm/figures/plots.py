@@ -81,26 +81,45 @@ def merged_vs_experts(dpi: int = 120) -> Path:
 
 
 def merge_weights(dpi: int = 120) -> Path:
-    """Figure 5 analogue: the chosen merge weights per expert (ours) beside the paper's reconstruction."""
+    """Figure 5 analogue: the chosen merge weights per expert (ours) beside the paper's reconstruction. Every weight
+    is written on its bar, so a dropped expert (weight 0) shows as a 0, and TIES's densities (the share of each
+    expert's delta kept) are written under its weights; the title says how many candidates the dev search scored."""
     plt = _plt()
     p = paper()["figure5_merge_weights"]
     report = read_json(paths.RESULTS / "merging.json")
     experts = report["experts"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     methods = list(report["methods"])
+    width = 0.8 / max(1, len(methods))
     for k, m in enumerate(methods):
-        w = report["methods"][m]["chosen"]["weights"]
-        axes[0].bar([i + (k - 0.5) * 0.38 for i in range(len(experts))], w, width=0.38, label=m)
+        chosen = report["methods"][m]["chosen"]
+        xs = [i + (k - (len(methods) - 1) / 2) * width for i in range(len(experts))]
+        bars = axes[0].bar(xs, chosen["weights"], width=width, label=m)
+        for x, w, d in zip(xs, chosen["weights"], chosen.get("densities") or [None] * len(xs), strict=True):
+            axes[0].text(x, w + 0.02, f"{w:g}" + (f"\nd={d:g}" if d is not None else ""), ha="center", va="bottom",
+                         fontsize=7, color=bars.patches[0].get_facecolor())
     axes[0].set_xticks(range(len(experts)), [EXPERT_LABELS.get(e, e) for e in experts])
-    axes[0].set_title("ours: weights chosen on dev tasks")
+    axes[0].set_ylim(0, 1.25)
+    axes[0].set_ylabel("merge weight (d: TIES density)")
+    scored = ", ".join(f"{len(report['methods'][m]['history'])} {m}" for m in methods)
+    dev = report.get("dev_tasks") or {}
+    queries = sum((d.get("sizes") or {}).get("queries", 0) for d in dev.values()) if isinstance(dev, dict) else 0
+    axes[0].set_title(f"ours: weights chosen on dev ({scored} candidates scored"
+                      + (f", {queries} dev queries" if queries else "") + ")", fontsize=9)
     axes[0].legend(fontsize=8)
     width = 0.13
     for j, b in enumerate(PAPER_BACKBONE_LABELS):
         for k, m in enumerate(("linear", "ties")):
             off = (j * 2 + k - 2.5) * width
-            axes[1].bar([i + off for i in range(4)], p[b][m], width=width, label=f"{PAPER_BACKBONE_LABELS[b]} {m}")
+            bars = axes[1].bar([i + off for i in range(4)], p[b][m], width=width,
+                               label=f"{PAPER_BACKBONE_LABELS[b]} {m}")
+            for i, w in enumerate(p[b][m]):
+                if w == 0:  # a dropped expert: a bar of height 0 would not show
+                    axes[1].text(i + off, 0.01, "0", ha="center", va="bottom", fontsize=6,
+                                 color=bars.patches[0].get_facecolor())
     axes[1].set_xticks(range(4), [EXPERT_LABELS[e] for e in p["experts"]])
-    axes[1].set_title("paper (Figure 5, reconstructed)", fontsize=9)
+    axes[1].set_ylim(0, 1.25)
+    axes[1].set_title("paper (Figure 5, reconstructed; densities not reported)", fontsize=9)
     axes[1].legend(fontsize=6, ncol=2)
     return _save(fig, "merge_weights.png", dpi)
 
@@ -114,27 +133,41 @@ def variants_figure(dpi: int = 120) -> Path:
     """Table 4 analogue: each ablated expert trained FT / SHN / PO / SHN+PO, beside the paper's numbers."""
     plt = _plt()
     order = ("ft", "shn", "po", "shn_po")
-    ours: dict[str, dict[str, float]] = {}
+    ours: dict[str, dict[str, dict]] = {}
     for r in ablation_records("variant").values():
-        ours.setdefault(r["model"]["train"]["expert"], {})[r["model"]["train"]["variant"]] = r["averages"]["all"]
+        ours.setdefault(r["model"]["train"]["expert"], {})[r["model"]["train"]["variant"]] = r
+    dev: dict[tuple[str, str], float] = {(r["model"]["train"]["expert"], r["model"]["train"]["variant"]):
+                                         r["averages"]["all"] for r in ablation_records("variant", "dev").values()}
     p = paper()["table4_experts"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / max(1, len(ours))
-    for k, (expert, vals) in enumerate(sorted(ours.items())):
-        xs = [i + (k - (len(ours) - 1) / 2) * width for i, v in enumerate(order) if v in vals]
-        axes[0].bar(xs, [vals[v] for v in order if v in vals], width, label=EXPERT_LABELS.get(expert, expert))
+    n = 0
+    for k, (expert, cells) in enumerate(sorted(ours.items())):
+        present = [v for v in order if v in cells]
+        xs = [order.index(v) + (k - (len(ours) - 1) / 2) * width for v in present]
+        means = [cells[v]["averages"]["all"] for v in present]
+        ci = [bootstrap_mean(cells[v]) for v in present]  # test intervals: bootstrap over queries
+        err = [[m - c[1] if c else 0 for m, c in zip(means, ci)], [c[2] - m if c else 0 for m, c in zip(means, ci)]]
+        axes[0].bar(xs, means, width, yerr=err, capsize=2, label=EXPERT_LABELS.get(expert, expert))
+        devs = [(x, dev[(expert, v)]) for x, v in zip(xs, present) if (expert, v) in dev]
+        if devs:  # the split the main line's variant map was chosen on
+            axes[0].scatter(*zip(*devs), marker="D", s=12, color="black", zorder=3,
+                            label="dev (chooses the variant)" if k == 0 else None)
+        n = n or sum(len(v) for v in (cells[present[0]].get("per_query_ndcg_at_10") or {}).values())
     axes[0].set_xticks(range(len(order)), [v.upper().replace("_", "+") for v in order])
     if not ours:
         _not_run(axes[0], "variant")
     else:
         axes[0].legend(fontsize=7, loc="lower center", ncol=3)
-    axes[0].set_title("ours: experts by variant")
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title("ours: experts by variant, test with 95% CI" + (f" ({n} queries)" if n else ""), fontsize=9)
     axes[0].set_ylabel("avg nDCG@10")
     expert = "search" if "search" in ours or not ours else sorted(ours)[0]  # the paper's Table 4 row we plot
     for b in PAPER_BACKBONE_LABELS:
         vals = [p[b][v].get(expert, p[b][v]["avg"]) for v in order]
         axes[1].plot(["FT", "SHN", "PO", "SHN+PO"], vals, marker="o", label=PAPER_BACKBONE_LABELS[b])
-    axes[1].set_title(f"paper (Table 4), {EXPERT_LABELS.get(expert, expert)} expert", fontsize=9)
+    axes[1].set_title(f"paper (Table 4), {EXPERT_LABELS.get(expert, expert)} expert, 12 MTEB tasks", fontsize=9)
+    axes[1].set_ylim(0, 1)
     axes[1].legend(fontsize=8)
     return _save(fig, "expert_variants.png", dpi)
 
@@ -159,12 +192,16 @@ def training_size_figure(dpi: int = 120) -> Path:
         _not_run(axes[0], "size")
     axes[0].set_xlabel("training rows")
     axes[0].set_ylabel("avg nDCG@10")
-    axes[0].set_title(f"ours: FT-all on subsets ({len(next(iter(by_size.values()), []))} seeds)")
+    axes[0].set_ylim(0, 1)  # the same scale as the paper's panel: seed noise is not a trend
+    n = sum(len(v) for v in (next(iter(recs.values()), {}).get("per_query_ndcg_at_10") or {}).values())
+    axes[0].set_title(f"ours: FT-all on subsets, mean ± sd over {len(next(iter(by_size.values()), []))} seeds"
+                      + (f" ({n} test queries)" if n else ""), fontsize=9)
     p = paper()["figure4_training_size"]
     for b, label in PAPER_BACKBONE_LABELS.items():
         axes[1].plot(p["sizes"], p[b], marker="o", label=label)
     axes[1].set_xscale("log")
-    axes[1].set_title("paper (Figure 4), mean of 3 runs", fontsize=9)
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("paper (Figure 4), mean of 3 runs, 12 MTEB tasks", fontsize=9)
     axes[1].legend(fontsize=8)
     return _save(fig, "training_size.png", dpi)
 
@@ -179,17 +216,24 @@ def prompt_pools_figure(dpi: int = 120) -> Path:
     ft = [r["averages"]["all"] for r in ablation_records("variant").values()
           if r["model"]["train"]["variant"] == "ft" and r["model"]["train"]["expert"] in po_experts]
     ours = [("ft", ft[0])] * bool(ft) + ours  # the same expert without PO, the reference the paper plots first
+    by_name = {r["model"]["train"]["data"]["prompts"]["optimizer"]: r for r in recs.values()}
+    by_name |= {"ft": r for r in ablation_records("variant").values()
+                if r["model"]["train"]["variant"] == "ft" and r["model"]["train"]["expert"] in po_experts}
+    ci = [bootstrap_mean(by_name[n_]) if n_ in by_name else None for n_, _ in ours]
+    err = [[v - c[1] if c else 0 for (_, v), c in zip(ours, ci)], [c[2] - v if c else 0 for (_, v), c in zip(ours, ci)]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    axes[0].bar([n for n, _ in ours], [v for _, v in ours], color="#9e9ac8")
+    axes[0].bar([n_ for n_, _ in ours], [v for _, v in ours], yerr=err, capsize=3, color="#9e9ac8")
     if not ours:
         _not_run(axes[0], "po")
-    axes[0].set_title("ours: expert trained with GP-N prompt pools")
+    axes[0].set_ylim(0, 1)
+    axes[0].set_title("ours: expert trained with GP-N prompt pools, test with 95% CI", fontsize=9)
     p = paper()["table10_prompt_optimization"]
     keys = ["ft_all", "gp10", "gp20", "gp50", "gp100", "gepa_light", "gepa_medium", "gepa_heavy"]
     for b, label in PAPER_BACKBONE_LABELS.items():
         axes[1].plot(keys, [p[b][k] for k in keys], marker="o", label=label)
     axes[1].tick_params(axis="x", rotation=40)
-    axes[1].set_title("paper (Table 10), FT-all with each PO technique", fontsize=9)
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("paper (Table 10), FT-all with each PO technique, 12 MTEB tasks", fontsize=9)
     axes[1].legend(fontsize=8)
     return _save(fig, "prompt_pools.png", dpi)
 
