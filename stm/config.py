@@ -280,6 +280,8 @@ class TrainingConfig(Strict):
                                              "one per GPU when there are several; 1: in-process.")
     bidirectional: bool = False
     gradient_checkpointing: bool = False
+    mini_batch_size: int | None = Field(default=None, ge=1, description="GradCache: the loss over the whole batch, "
+                                        "activations for this many rows per process at a time (null: all at once).")
     dtype: Dtype = Field(default="float32", validate_default=True)
     checkpoint_every: int = Field(default=10, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from stm.config import TrainingConfig
@@ -297,3 +298,46 @@ def test_a_sigkilled_training_resumes_to_the_same_adapter(tiny_model, processed,
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_gradcache_mini_batches_give_the_whole_batch_step(tiny_model, dropout):
+    """training.mini_batch_size: the loss over all 8 rows, activations for 3 at a time. The adapter after one step
+    equals that of the same step with every chunk's graph kept (the reference); without dropout that is the plain
+    whole-batch step. With LoRA dropout each chunk is re-run with the random state of its first pass, so its masks
+    are the reference's."""
+    import torch
+
+    from conftest import make_triples
+    from stm.training.loss import InfoNCE
+    from stm.training.train import Dist, Step, build_model
+
+    rows = make_triples(8, "search", seed=3)
+
+    def one_step(mini, reference=False):
+        cfg = tiny_cfg(tiny_model, lora={"r": 4, "alpha": 8, "dropout": dropout}, mini_batch_size=mini)
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=0.5)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        step = Step(model, InfoNCE(cfg.temperature), opt, sched, params, Dist(), True, None, None, mini)
+        model.train()
+        torch.manual_seed(1)
+        if reference:  # every chunk with its graph, in order: the masks GradCache's first pass draws
+            parts = [(step.embed_queries(rows[i:i + 3])[0], step.embed_documents(rows[i:i + 3])[0])
+                     for i in range(0, 8, 3)]
+            qe = torch.cat([q for q, _ in parts])
+            de = [torch.cat(col) for col in zip(*(d for _, d in parts))]
+            loss = step.update(qe, de)
+        else:
+            loss, _ = step(rows)
+        return loss, [p.detach().clone() for p in params]
+
+    (l_ref, p_ref), (l_gc, p_gc) = one_step(None, reference=True), one_step(3)
+    assert abs(l_ref - l_gc) < 1e-5
+    assert max((a - b).abs().max().item() for a, b in zip(p_ref, p_gc, strict=True)) < 1e-5
+    if dropout == 0.0:
+        l_plain, p_plain = one_step(None)
+        assert abs(l_plain - l_gc) < 1e-5
+        assert max((a - b).abs().max().item() for a, b in zip(p_plain, p_gc, strict=True)) < 1e-5

@@ -113,6 +113,16 @@ def _sync_grads(params: list[torch.nn.Parameter], dist: Dist) -> None:
         g.copy_(synced)
 
 
+def _rng_state() -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def _set_rng_state(state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
 def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
@@ -164,6 +174,7 @@ class Step:
     use_hard_negatives: bool = True
     max_grad_norm: float | None = 1.0
     passage_tokens: int | None = None  # training.train_passage_tokens; None: the model's document_length
+    mini_batch: int | None = None  # training.mini_batch_size: GradCache's chunk (rows); None: the whole batch at once
 
     def embed_queries(self, batch: list[dict]) -> tuple[torch.Tensor, int]:
         """Query embeddings, each query with its own instruction's prompt (PO pools mix instructions in a batch).
@@ -202,9 +213,41 @@ class Step:
 
     def __call__(self, batch: list[dict]) -> tuple[float, int]:
         """Forward, InfoNCE, backward, all-reduce, clip, optimizer and scheduler step: (global loss, tokens)."""
+        if self.mini_batch and self.mini_batch < len(batch):
+            return self.cached_step(batch)
         qe, q_tokens = self.embed_queries(batch)
         de, d_tokens = self.embed_documents(batch)
         return self.update(qe, de), (q_tokens + d_tokens) * self.dist.world
+
+    def cached_step(self, batch: list[dict]) -> tuple[float, int]:
+        """The same step with GradCache (Gao et al., 2021): the loss over the whole batch, the activations of only
+        ``mini_batch`` rows at a time. Embed every chunk without a graph, take the loss's gradient with respect to
+        the embeddings, then re-run each chunk with its graph (same random state) and back-propagate that gradient.
+        The parameters' gradient is the whole batch's (tested against the plain step); each chunk runs twice."""
+        chunks = [batch[i : i + self.mini_batch] for i in range(0, len(batch), self.mini_batch)]
+        states, qs, ds, tokens = [], [], [], 0
+        with torch.no_grad():
+            for chunk in chunks:
+                states.append(_rng_state())
+                qe, qt = self.embed_queries(chunk)
+                de, dt = self.embed_documents(chunk)
+                qs.append(qe)
+                ds.append(de)
+                tokens += qt + dt
+        qe = torch.cat(qs).requires_grad_()
+        de = [torch.cat(col).requires_grad_() for col in zip(*ds, strict=True)]
+        self.opt.zero_grad(set_to_none=False)
+        loss = self.loss_fn(qe, *de)
+        loss.backward()
+        start = 0
+        for chunk, state in zip(chunks, states, strict=True):
+            _set_rng_state(state)
+            rows = slice(start, start + len(chunk))
+            q, _ = self.embed_queries(chunk)
+            d, _ = self.embed_documents(chunk)
+            torch.autograd.backward([q, *d], [qe.grad[rows], *(col.grad[rows] for col in de)])
+            start += len(chunk)
+        return self._apply(loss), tokens * self.dist.world
 
     def update(self, qe: torch.Tensor, de: list[torch.Tensor]) -> float:
         """InfoNCE on embeddings, backward, all-reduce, clip, optimizer and scheduler step; returns the global loss.
@@ -213,6 +256,10 @@ class Step:
         loss = self.loss_fn(qe, *de)
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
+        return self._apply(loss)
+
+    def _apply(self, loss: torch.Tensor) -> float:
+        """All-reduce the gradients, clip, step the optimizer and the schedule; the global loss."""
         _sync_grads(self.params, self.dist)
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
@@ -263,7 +310,7 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | Non
     local = cfg.batch_size // dist.world
     passage_tokens = min(cfg.train_passage_tokens or cfg.format.max_passage_tokens, cfg.format.max_passage_tokens)
     step_fn = Step(model, loss_fn, opt, sched, params, dist, cfg.use_hard_negatives, cfg.max_grad_norm,
-                   passage_tokens)
+                   passage_tokens, cfg.mini_batch_size)
     model.train()
     bar = tqdm(total=steps, initial=start, desc=f"train {expert}", disable=not dist.main, unit="step",
                mininterval=5)
