@@ -163,7 +163,7 @@ def _cmd_compare(args) -> None:
 
 def _cmd_plan(args) -> None:
     from stm import config
-    from stm.figures.plan import _measured, measured_cpu_run, plan, render
+    from stm.figures.plan import measured, measured_cpu_run, plan, render
 
     profile, backbone = paths.RESULTS.parent.name, paths.RESULTS.name
     if profile in ("embedded", "smoke"):
@@ -172,7 +172,7 @@ def _cmd_plan(args) -> None:
     tcfg = config.load("training")
     lines = plan(profile, tcfg, config.load("evaluation"), config.load("merging"), config.load("ablations"),
                  config.load("prompts"))
-    print(render(lines, profile, backbone, _measured(tcfg.backbone)))
+    print(render(lines, profile, backbone, measured(tcfg.backbone)))
 
 
 def _cmd_tasks(args) -> None:

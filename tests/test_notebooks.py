@@ -58,6 +58,9 @@ def test_a_notebook_stage_prints_no_papermill_warning_per_progress_refresh(tmp_p
     printed = capfd.readouterr()
     assert out == tmp_path / "reports" / "p" / "b" / "99_probe.ipynb" and out.with_suffix(".html").exists()
     assert "done 3" in printed.out
+    page = out.with_suffix(".html").read_text(encoding="utf-8")  # a page of its own, without the lab stylesheet
+    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page and "done 3" in page
+    assert "--jp-" not in page and len(page.encode()) < 100_000  # the lab template alone inlines ~280 KB
     assert "WARNING papermill" not in printed.err
     bars = [line for line in printed.err.splitlines() if "/200" in line]
     assert 1 <= len(bars) <= 3, printed.err[-2000:]

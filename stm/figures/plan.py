@@ -42,9 +42,10 @@ class Line:
     note: str
 
 
-def _measured(backbone: str) -> dict:
+def measured(backbone: str) -> dict:
     path = paths.ROOT / "benchmarks" / "results" / "train_gpu.json"
-    shapes = json.loads(path.read_text())["shapes"] if path.exists() else {}
+    record = json.loads(path.read_text()) if path.exists() else {}
+    shapes = record.get("shapes", {})
     key = backbone if backbone in shapes else None
     if key is None:  # a stand-in or a cut: the preset whose name it carries, else the smallest measured
         key = next((k for k in shapes if k in backbone), "smollm2-135m" if "smollm2-135m" in shapes else None)
@@ -52,7 +53,7 @@ def _measured(backbone: str) -> dict:
         raise FileNotFoundError(f"{path}: no measured throughput; run benchmarks/train_gpu.py on a GPU")
     run = shapes[key]["ours_paper_batch"]
     return {"shape": key, "tokens_per_s": run["tokens_per_s"], "memory_gb": run["peak_memory_gb"],
-            "device": json.loads(path.read_text()).get("device", "GPU")}
+            "device": record.get("device", "GPU")}
 
 
 def _split_rows(stats_file: Path) -> dict[str, int]:
@@ -84,7 +85,7 @@ def _task_tokens(names: list[str], split: str, max_query: int, max_passage: int)
 
 def plan(profile: str, tcfg, ecfg, mcfg, acfg, pcfg) -> list[Line]:
     """One line per stage of the paper DAG (and the ablations target) for the active backbone."""
-    m = _measured(tcfg.backbone)
+    m = measured(tcfg.backbone)
     train_tps, encode_tps = m["tokens_per_s"], m["tokens_per_s"] * ENCODE_VS_TRAIN
     fmt = tcfg.format
     rows = _split_rows(paths.PROFILE_RESULTS / "data_stats.json")
