@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from stm import paths
-from stm.config import EXPERTS, PROFILES, VARIANTS
+from stm.config import EXPERTS, GEPA_BUDGETS, PROFILES, VARIANTS
 
 
 def _cmd_assets(args) -> None:
@@ -132,8 +132,17 @@ def _cmd_ablate(args) -> None:
     a, tcfg, ecfg = config.load("ablations"), config.load("training"), config.load("evaluation")
     if args.kind == "pretrain":
         run_pretrain(a, tcfg, ecfg)
+    elif args.kind == "gepa":
+        from stm.prompts.optimizers import backbone_retriever
+        from stm.training.ablations import run_gepa
+
+        if args.index not in GEPA_BUDGETS:
+            raise config.ConfigError(f"stm ablate gepa: {args.index!r} is not a budget; one of {list(GEPA_BUDGETS)}")
+        run_gepa(a, config.load("prompts"), tcfg, ecfg, args.index, lambda: backbone_retriever(tcfg)())  # built if run
     else:
-        run_cell(a, tcfg, ecfg, config.load("merging"), config.load("prompts").gp_sizes, args.kind, args.index,
+        if not args.index.isdigit():
+            raise config.ConfigError(f"stm ablate {args.kind}: the index {args.index!r} is not a number")
+        run_cell(a, tcfg, ecfg, config.load("merging"), config.load("prompts").gp_sizes, args.kind, int(args.index),
                  args.seed_index)
 
 
@@ -260,11 +269,12 @@ def parser() -> argparse.ArgumentParser:
                                 "measured run)")
     tk = sub.add_parser("tasks", help="list a profile's test tasks and dev sets: splits, subsets, instruction")
     tk.add_argument("--profile", default=None, choices=PROFILES, help="the profile (default: params.yaml's)")
-    a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po (Table 10), "
-                                      "pretrain (Figure 3: all three of its cells)")
-    a.add_argument("kind", choices=["variant", "size", "po", "pretrain"], help="which ablation")
-    a.add_argument("index", type=int, nargs="?", default=0,
-                   help="index into ablations.variants / ablations.sizes / prompts.gp_sizes")
+    a = sub.add_parser("ablate", help="one cell of an ablation: variant (Table 4), size (Figure 4), po and gepa "
+                                      "(Table 10's GP-N and GEPA rows), pretrain (Figure 3: all four of its cells)")
+    a.add_argument("kind", choices=["variant", "size", "po", "gepa", "pretrain"], help="which ablation")
+    a.add_argument("index", nargs="?", default="0",
+                   help="index into ablations.variants / ablations.sizes / prompts.gp_sizes; gepa: the budget "
+                        f"({', '.join(GEPA_BUDGETS)})")
     a.add_argument("--seed-index", type=int, default=0, help="size cells: index into ablations.seeds (default 0)")
     rh = sub.add_parser("rehearsal", help="the paper profile's local stand-ins: build them, or serve the fake "
                                           "OpenAI-compatible endpoint")

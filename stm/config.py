@@ -24,7 +24,7 @@ from stm import paths
 from stm.io import read_text_utf8
 
 PROFILES = ("embedded", "smoke", "paper", "rehearsal")
-PRESET_GROUPS = ("training", "prompts")  # what a backbone preset (params.yaml `backbones:`) may set
+PRESET_GROUPS = ("training", "prompts", "merging")  # what a backbone preset (params.yaml `backbones:`) may set
 SPLIT_NAMES = ("med_real", "med_synth", "search", "nlu")
 EXPERTS = (*SPLIT_NAMES, "all")
 VARIANTS = ("ft", "shn", "po", "shn_po")  # Table 4: fine-tuning, + synthetic hard negatives, + optimized prompts, both
@@ -213,8 +213,12 @@ class SynthesisConfig(Strict):
 
 
 # ---------------------------------------------------------------------------------------- prompts
+GEPA_BUDGETS = ("light", "medium", "heavy")  # Table 8's levels
+GepaBudget = Literal[GEPA_BUDGETS]
+
+
 class GepaConfig(Strict):
-    budget: Literal["light", "medium", "heavy"] = "light"
+    budget: GepaBudget = "light"
     max_metric_calls: int | None = Field(default=None, ge=1, description="Overrides the budget's call count.")
     train_examples: int | None = Field(default=None, ge=1)
     reflection_minibatch_size: int | None = Field(default=None, ge=1)
@@ -259,6 +263,8 @@ class TrainingConfig(Strict):
         default={"search": "shn_po"}, description="Per-expert variant (Table 6: the best variant of each expert enters "
                                                 "the merge).")
     po_pool: int | None = Field(default=None, ge=1, description="PO from the GP-N pool of this size (Table 10); None: prompts/selected.json.")
+    prompts_file: str | None = Field(default=None, description="PO from this selection file (Table 10's GEPA rows); "
+                                     "None: the prompts stage's prompts/selected.json.")
     lora: LoraSettings = LoraSettings()
     learning_rate: float = Field(default=1e-3, gt=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -348,6 +354,9 @@ class MergingConfig(Strict):
     dev_sample: DevSampleConfig = DevSampleConfig()
     search: MergeSearchConfig = MergeSearchConfig()
     budgets: dict[str, int] = Field(default={}, description="Per-method budget overrides (mergekit-scored methods are slow).")
+    variants: dict[str, dict[str, Variant]] = Field(
+        default={}, description="Per method, the experts it merges in another variant than training.variants' (Table "
+        "6's footnote: Phi-4-mini's Linear merge used Med-Real PO); each expert's training stage also trains these.")
     dtype: Dtype = Field(default="float32", validate_default=True)  # the merge arithmetic (mergekit)
 
     @field_validator("experts")
@@ -358,22 +367,39 @@ class MergingConfig(Strict):
             raise ValueError(f"need at least two experts from {list(SPLIT_NAMES)}; got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _variants(self) -> "MergingConfig":
+        for method, by_expert in self.variants.items():
+            if method not in self.methods:
+                raise ValueError(f"variants.{method}: not one of methods {self.methods}")
+            bad = sorted(set(by_expert) - set(self.experts))
+            if bad:
+                raise ValueError(f"variants.{method}: {bad} are not merged experts {self.experts}")
+        return self
+
+    def merge_variants(self, expert: str) -> list[str]:
+        """The variants of ``expert`` that some method merges in place of its training stage's own (sorted)."""
+        return sorted({v[expert] for v in self.variants.values() if expert in v})
+
 
 # -------------------------------------------------------------------------------------- ablations
 class AblationsConfig(Strict):
     variant_experts: list[str] = Field(default=["search"], min_length=1,
-                                       description="Experts trained in every variant (Table 4: all four and FT-all); "
-                                       "the first also runs Table 10's prompt pools.")
+                                       description="Experts trained in every variant (Table 4: all four and FT-all).")
     variants: list[Variant] = list(VARIANTS)
     sizes: list[int | None] = Field(default=[100, 400, 1200], description="Rows of the union (Figure 4); null: all.")
     seeds: list[int] = [1, 2, 3]
     size_expert: str = "all"
     steps: int | None = Field(default=30, ge=1, description="Steps per cell; null: the training schedule (epochs).")
+    po_expert: str = Field(default="all", description="The expert of Table 10's cells (the paper: FT-all).")
+    gepa_budgets: list[GepaBudget] = Field(default=[], description="Table 10's GEPA rows: the budgets whose cells "
+                                           "optimize and train (the paper: light, medium, heavy); a cell of another "
+                                           "budget writes a record that says it was not run.")
 
-    @field_validator("variant_experts")
+    @field_validator("variant_experts", "po_expert")
     @classmethod
-    def _experts(cls, v: list[str]) -> list[str]:
-        bad = sorted(set(v) - set(SPLIT_NAMES) - {"all"})
+    def _experts(cls, v: list[str] | str) -> list[str] | str:
+        bad = sorted({v} - set(SPLIT_NAMES) - {"all"}) if isinstance(v, str) else sorted(set(v) - set(SPLIT_NAMES) - {"all"})
         if bad:
             raise ValueError(f"unknown expert(s) {bad}; experts are {[*SPLIT_NAMES, 'all']}")
         return v
@@ -384,10 +410,6 @@ class AblationsConfig(Strict):
         if any(n is not None and n < 2 for n in v):
             raise ValueError("a size is a number of rows >= 2, or null for all rows")
         return v
-
-    def po_expert(self) -> str:
-        """The expert of the prompt-pool ablation (Table 10): the first of ``variant_experts``."""
-        return self.variant_experts[0]
 
 
 GROUPS: dict[str, type[Strict]] = {

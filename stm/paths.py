@@ -62,6 +62,12 @@ def use(profile: str, backbone: str) -> None:
     globals().update(layout(profile, backbone))
 
 
+def expert_variant(expert: str, variant: str) -> Path:
+    """A main-line expert in another variant that a merge method takes (``merging.variants``), inside the expert's
+    training-stage output: ``artifacts/<profile>/<backbone>/experts/<expert>/variants/<variant>``."""
+    return globals()["EXPERTS"] / expert / "variants" / variant
+
+
 def _params_run() -> tuple[str, str]:
     """``params.yaml``'s two run keys, unvalidated (``stm.config.active_run`` validates them and names a bad one)."""
     try:

@@ -29,6 +29,24 @@ def test_an_ablation_index_out_of_range_is_refused(tmp_path):
     assert proc.returncode == 2 and "out of range" in proc.stderr
 
 
+@pytest.mark.parametrize("args,named", [(["gepa", "huge"], "'huge' is not a budget"),
+                                        (["po", "gp10"], "the index 'gp10' is not a number")])
+def test_an_ablation_cell_name_is_checked(tmp_path, args, named):
+    proc = run_cli(tmp_path, "profile: smoke\n", "ablate", *args)
+    assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_gepa_budget_the_profile_does_not_run_writes_a_record_that_says_so(tmp_path):
+    """Every profile has every declared output of ablate_gepa; the embedded and smoke profiles run no GEPA row."""
+    import json
+
+    proc = run_cli(tmp_path, "profile: smoke\nbackbone: smollm2-2l\n", "ablate", "gepa", "medium")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "results" / "smoke" / "smollm2-2l" / "ablations" / "gepa_medium.json").read_text())
+    assert record["cell"] == "gepa/medium" and "does not name 'medium'" in record["not_run"]
+    assert (tmp_path / "artifacts" / "smoke" / "smollm2-2l" / "ablations" / "gepa" / "medium" / "NOT_RUN.txt").exists()
+
+
 def test_unknown_expert_is_refused(tmp_path):
     proc = run_cli(tmp_path, "profile: smoke\n", "train", "--expert", "cardiology")
     assert proc.returncode == 2 and "invalid choice: 'cardiology'" in proc.stderr and "Traceback" not in proc.stderr

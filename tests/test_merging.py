@@ -320,3 +320,55 @@ def test_every_model_that_embeds_is_loaded_on_the_resolved_device(experts, tiny_
     DeltaMerger(adapters)                                                # every merge candidate
     merged_retriever(adapters[0], full[1], "float32")                    # a final merge
     assert seen == ["cuda"] * 4
+
+
+def test_a_method_merges_its_own_expert_variant(experts, texts, tmp_path):
+    """merging.variants (Table 6's footnote: Phi-4-mini's Linear merge took Med-Real PO): Linear merges the variant,
+    Task Arithmetic the training stage's own expert, in one stage run, and the record says which."""
+    import shutil
+
+    from stm.merging.run import run
+
+    mcfg, ecfg, adapter_map, _ = _merge_stage_inputs(experts, texts, tmp_path)
+    po = tmp_path / "med_real" / "variants" / "po" / "adapter"
+    shutil.copytree(adapter_map["search"], po)  # another LoRA than Med-Real's own: its variant for Linear
+    mcfg = mcfg.model_copy(update={"methods": ["linear", "task_arithmetic"], "variants": {"linear": {"med_real": "po"}},
+                                   "search": mcfg.search.model_copy(update={"budget": 1})})
+    own = {"linear": {"med_real": po, "search": adapter_map["search"]}}
+    report = run(mcfg, ecfg, adapter_map, tmp_path / "merged", tmp_path / "merging.json", method_adapters=own)
+    linear, ta = report["methods"]["linear"], report["methods"]["task_arithmetic"]
+    assert linear["variants"] == {"med_real": "po"} and "variants" not in ta
+    assert [m["model"] for m in linear["mergekit_config"]["models"]][0].endswith("med_real-po")
+    assert [m["model"] for m in ta["mergekit_config"]["models"]][0].endswith("med_real")
+    probe = ["a probe sentence about heart disease in mice"]
+    shipped = R.encode(R.load(tmp_path / "merged" / "linear", "float32"), probe, R.DOCUMENT)
+    w = linear["chosen"]["weights"]
+    with_variant = R.encode(DeltaMerger([po, adapter_map["search"]], "float32").merge(get_method("linear"), w), probe,
+                            R.DOCUMENT)
+    with_own = R.encode(DeltaMerger([adapter_map["med_real"], adapter_map["search"]], "float32").merge(
+        get_method("linear"), w), probe, R.DOCUMENT)
+    assert (shipped - with_variant).abs().max() < 1e-4 < (shipped - with_own).abs().max()
+
+
+def test_the_merge_stage_finds_each_methods_expert_variant(tmp_path, monkeypatch):
+    """The training stage's own adapter unless merging.variants names another variant, then the one it trained beside."""
+    from stm import paths
+    from stm.config import MergingConfig
+    from stm.io import DataError, write_json
+    from stm.merging.stage import expert_adapters
+
+    monkeypatch.setattr(paths, "EXPERTS", tmp_path)
+    for e, v in (("med_real", "ft"), ("search", "po")):
+        (tmp_path / e / "adapter").mkdir(parents=True)
+        (tmp_path / e / "adapter" / "adapter_config.json").write_text("{}")
+        write_json(tmp_path / e / "train_record.json", {"variant": v})
+    mcfg = MergingConfig(methods=["linear", "ties"], experts=["med_real", "search"],
+                         variants={"linear": {"med_real": "po", "search": "po"}})
+    with pytest.raises(DataError, match=r"med_real/variants/po/adapter.*run the training stages"):
+        expert_adapters(mcfg, "linear")
+    (tmp_path / "med_real" / "variants" / "po" / "adapter").mkdir(parents=True)
+    (tmp_path / "med_real" / "variants" / "po" / "adapter" / "adapter_config.json").write_text("{}")
+    assert expert_adapters(mcfg, "linear") == {"med_real": tmp_path / "med_real" / "variants" / "po" / "adapter",
+                                               "search": tmp_path / "search" / "adapter"}  # its own variant already
+    assert expert_adapters(mcfg, "ties") == {e: tmp_path / e / "adapter" for e in ("med_real", "search")}
+    assert mcfg.merge_variants("med_real") == ["po"] and mcfg.merge_variants("nlu") == []

@@ -112,6 +112,12 @@ def test_the_paper_profile_runs_end_to_end_on_stand_ins(rehearsal_repo):
     for i in range(4):  # Table 4 for every expert and FT-all
         assert {p.stem for p in (run / "ablations" / f"variant_{i}").glob("*.json")} == \
             {"med_real", "med_synth", "search", "nlu", "all"}
+    for i in range(4):  # Table 10 as the paper ran it: FT-all with each GP-N pool...
+        train = json.loads((run / "ablations" / f"po_{i}.json").read_text())["model"]["train"]
+        assert train["expert"] == "all" and train["data"]["prompts"]["optimizer"] == f"gp{[10, 20, 50, 100][i]}"
+    for budget in ("light", "medium", "heavy"):  # ...and with each GEPA budget's prompts, optimized in the cell
+        train = json.loads((run / "ablations" / f"gepa_{budget}.json").read_text())["model"]["train"]
+        assert train["expert"] == "all" and train["data"]["prompts"]["optimizer"] == f"gepa-{budget}"
 
 
 @pytest.mark.slow
@@ -163,7 +169,12 @@ def test_every_backbone_preset_runs_its_main_line(rehearsal_repo, backbone, opti
     expert = json.loads((run / "experts" / "med_synth.json").read_text())
     assert expert["model"]["train"]["data"]["prompts"]["optimizer"] == optimizer
     assert expert["model"]["model"] == f"data/assets/models/{backbone}"
-    assert json.loads((run / "merging.json").read_text())["methods"]
+    methods = json.loads((run / "merging.json").read_text())["methods"]
+    assert set(methods) == {"linear", "ties"}
+    if backbone == "phi4-mini":  # Table 6's footnote: its Linear merge took Med-Real PO, its TIES merge Med-Real FT
+        assert methods["linear"]["variants"] == {"med_real": "po"} and "variants" not in methods["ties"]
+        variant = repo / "artifacts" / "rehearsal" / backbone / "experts" / "med_real" / "variants" / "po"
+        assert json.loads((variant / "train_record.json").read_text())["variant"] == "po"
     assert (repo / "data" / "processed" / "rehearsal" / backbone / "prompts" / "gp.json").exists()
     assert (repo / "reports" / "rehearsal" / backbone / "05_results.html").exists()
 

@@ -177,11 +177,11 @@ def stage_param_groups(cmd: str) -> set[str]:
         nb = json.loads((ROOT / "notebooks" / f"{args[4]}.ipynb").read_text())
         code += "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     groups = set(re.findall(r"config\.load\(\s*['\"](\w+)['\"]", code))
-    # a backbone preset (params.yaml `backbones:`) feeds the training and prompts groups
+    # a backbone preset (params.yaml `backbones:`) feeds the training, prompts and merging groups
     if not groups:
         return set()
     return ({"profile", *groups, *(f"profiles.${{profile}}.{g}" for g in groups)}
-            | ({"backbone", "backbones"} if groups & {"training", "prompts"} else set()))
+            | ({"backbone", "backbones"} if groups & {"training", "prompts", "merging"} else set()))  # PRESET_GROUPS
 
 
 @pytest.mark.parametrize("stage", sorted(dvc_stages()))

@@ -341,3 +341,25 @@ def test_gradcache_mini_batches_give_the_whole_batch_step(tiny_model, dropout):
         l_plain, p_plain = one_step(None)
         assert abs(l_plain - l_gc) < 1e-5
         assert max((a - b).abs().max().item() for a, b in zip(p_plain, p_gc, strict=True)) < 1e-5
+
+
+def test_an_expert_stage_also_trains_the_variant_a_merge_method_takes(tiny_model, processed, tmp_path, monkeypatch):
+    """merging.variants: Med-Real's stage trains its own variant (FT) and, beside it, the PO variant Linear merges."""
+    from stm import paths
+    from stm.config import MergingConfig
+    from stm.io import write_json
+    from stm.training.stage import train_merge_variants
+
+    monkeypatch.setattr(paths, "PROCESSED", processed)
+    monkeypatch.setattr(paths, "EXPERTS", tmp_path / "experts")
+    monkeypatch.setattr(paths, "PROMPTS", tmp_path / "prompts")
+    write_json(tmp_path / "prompts" / "selected.json", {"optimizer": "gp", "size": 2,
+                                                         "pools": {"*": ["Find the passage", "Retrieve documents"]}})
+    cfg = tiny_cfg(tiny_model, max_steps=2)
+    mcfg = MergingConfig(methods=["linear", "ties"], variants={"linear": {"med_real": "po"}, "ties": {"med_real": "ft"}})
+    records = train_merge_variants(cfg, mcfg, "med_real")
+    assert list(records) == ["po"]  # FT is the stage's own variant: not trained twice
+    assert records["po"]["variant"] == "po" and records["po"]["data"]["prompts"]["optimizer"] == "gp2"
+    assert (paths.expert_variant("med_real", "po") / "adapter" / "adapter_config.json").exists()
+    assert not (tmp_path / "experts" / ".med_real-variants" / "po").exists()  # moved into the stage's output
+    assert train_merge_variants(cfg, mcfg, "search") == {}

@@ -47,3 +47,12 @@ def paired_bootstrap(a: dict, b: dict, n: int = N_BOOT, seed: int = SEED) -> dic
     verdict = "holds" if lo > 0 else "does not hold" if hi < 0 else "inconclusive"
     return {"diff": round(diff, 4), "ci95": [round(lo, 4), round(hi, 4)], "verdict": verdict,
             "queries": int(sum(len(x) for x, _ in tasks))}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n (a filter's acceptance rate); (0, 1) for n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - half) / (1 + z * z / n)), float((centre + half) / (1 + z * z / n))

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from stm.core.stats import bootstrap_mean, paired_bootstrap  # noqa: F401 - the claims' statistics, re-exported
-from stm.figures.results import EXPERT_LABELS, ablation_records, model_records
+from stm.figures.results import (EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records, model_records, paper,
+                                 po_reference)
 
 if TYPE_CHECKING:
     import pandas
@@ -36,8 +37,16 @@ PAPER_DELTA = {
 }
 
 
+TABLE10_CLAIM = "a PO technique does not help (Table 10)"
+
+
 def paper_delta(row: dict) -> str:
     """The paper's Δ for one claims-table row ('' where the paper reports none, e.g. expert vs backbone)."""
+    if row["claim"] == TABLE10_CLAIM:  # FT-all with the technique minus FT-all, per backbone
+        t10 = paper()["table10_prompt_optimization"]
+        key = row["compared"].split(" vs ")[0].replace("-", "_")
+        return " / ".join(f"{t10[b][key] - t10[b]['ft_all']:+.3f}" for b in PAPER_BACKBONE_LABELS) if key in t10[
+            "qwen3-0.6b"] else ""
     method = next((m for m in ("linear", "ties") if row.get("compared", "").lower().startswith(f"stm {m}")), None)
     return PAPER_DELTA.get((row["claim"], method), PAPER_DELTA.get((row["claim"], None), ""))
 
@@ -90,8 +99,13 @@ def ablation_claims() -> list[dict]:
             for expert, variants in sorted(by_expert.items()) for v in ("shn", "po")]
     # judged against FT for the same total steps (PT+FT trains twice as long as the FT cell)
     control = "ft_matched" if "ft_matched" in pre else "ft"
-    return rows + [_row("pre-training does not help (PT+FT not above FT, same steps)", "PT+FT", pre.get("pt_ft"),
-                        "FT (PT+FT's steps)" if control == "ft_matched" else "FT", pre.get(control), negate=True)]
+    rows.append(_row("pre-training does not help (PT+FT not above FT, same steps)", "PT+FT", pre.get("pt_ft"),
+                     "FT (PT+FT's steps)" if control == "ft_matched" else "FT", pre.get(control), negate=True))
+    for r in [*ablation_records("po").values(), *ablation_records("gepa").values()]:  # Table 10
+        t = r["model"]["train"]
+        rows.append(_row(TABLE10_CLAIM, t["data"]["prompts"]["optimizer"], r, EXPERT_LABELS.get(t["expert"], t["expert"]),
+                         po_reference(t["expert"], t["steps"]), negate=True))
+    return rows
 
 
 def variant_map() -> list[dict]:

@@ -116,11 +116,14 @@ def plan(profile: str, tcfg, ecfg, mcfg, acfg, pcfg) -> list[Line]:
     variant_h = sum(train_hours(rows[e], acfg.steps) + eval_h for e in acfg.variant_experts) * len(acfg.variants)
     size_h = sum(train_hours(min(n or rows[acfg.size_expert], rows[acfg.size_expert]), acfg.steps) + eval_h
                  for n in acfg.sizes) * len(acfg.seeds)
-    po_h = len(pcfg.gp_sizes) * (train_hours(rows[acfg.po_expert()], acfg.steps) + eval_h)
+    po_h = len(pcfg.gp_sizes) * (train_hours(rows[acfg.po_expert], acfg.steps) + eval_h)
+    gepa_h = len(acfg.gepa_budgets) * (train_hours(rows[acfg.po_expert], acfg.steps) + eval_h)
     lines += [Line("ablate_variant", variant_h, m["memory_gb"], 0.1 * cells, f"{cells} cells (Table 4)"),
               Line("ablate_size", size_h, m["memory_gb"], 0.1 * len(acfg.sizes) * len(acfg.seeds),
                    f"{len(acfg.sizes) * len(acfg.seeds)} cells (Figure 4)"),
-              Line("ablate_po", po_h, m["memory_gb"], 0.1 * len(pcfg.gp_sizes), f"{len(pcfg.gp_sizes)} cells (Table 10)")]
+              Line("ablate_po", po_h, m["memory_gb"], 0.1 * len(pcfg.gp_sizes), f"{len(pcfg.gp_sizes)} cells (Table 10)"),
+              Line("ablate_gepa", gepa_h, m["memory_gb"], 0.1 * len(acfg.gepa_budgets),
+                   f"{len(acfg.gepa_budgets)} cells (Table 10's GEPA rows), plus each budget's GEPA search")]
     return lines
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from stm import paths
 from stm.figures.claims import bootstrap_mean
-from stm.figures.results import EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records, model_records, paper
+from stm.figures.results import (EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records, model_records, paper,
+                                 po_reference, provenance)
 from stm.io import read_json
 
 
@@ -20,11 +21,17 @@ def _plt():
     return plt
 
 
-def _save(fig, name: str, dpi: int = 120) -> Path:
+def _save(fig, name: str, dpi: int = 120, note: str = "") -> Path:
+    """Write the figure; ``note`` (``provenance()``) is its footnote: what the numbers are, where not the paper's."""
+    import textwrap
+
     paths.FIGURES.mkdir(parents=True, exist_ok=True)
     out = paths.FIGURES / name
     fig.tight_layout()
-    fig.savefig(out, dpi=dpi)
+    if note:  # below the axes; the saved image grows to hold it
+        fig.text(0.01, 0.0, "\n".join(textwrap.wrap(note, width=int(fig.get_figwidth() * 19))), fontsize=7,
+                 color="#555555", va="top", ha="left")
+    fig.savefig(out, dpi=dpi, **({"bbox_inches": "tight"} if note else {}))
     _plt().close(fig)
     return out
 
@@ -77,7 +84,7 @@ def merged_vs_experts(dpi: int = 120) -> Path:
     axes[1].set_ylim(axes[0].get_ylim())  # the same scale as ours, so the two panels compare
     axes[1].set_title(f"paper (Table 6), 12 MTEB tasks\n{p['citation']}", fontsize=9)
     axes[1].legend(fontsize=8)
-    return _save(fig, "merged_vs_experts.png", dpi)
+    return _save(fig, "merged_vs_experts.png", dpi, provenance("scores", "negatives", "search"))
 
 
 def merge_weights(dpi: int = 120) -> Path:
@@ -121,7 +128,7 @@ def merge_weights(dpi: int = 120) -> Path:
     axes[1].set_ylim(0, 1.25)
     axes[1].set_title("paper (Figure 5, reconstructed; densities not reported)", fontsize=9)
     axes[1].legend(fontsize=6, ncol=2)
-    return _save(fig, "merge_weights.png", dpi)
+    return _save(fig, "merge_weights.png", dpi, provenance("search"))
 
 
 def _not_run(ax, kind: str) -> None:
@@ -169,7 +176,7 @@ def variants_figure(dpi: int = 120) -> Path:
     axes[1].set_title(f"paper (Table 4), {EXPERT_LABELS.get(expert, expert)} expert, 12 MTEB tasks", fontsize=9)
     axes[1].set_ylim(0, 1)
     axes[1].legend(fontsize=8)
-    return _save(fig, "expert_variants.png", dpi)
+    return _save(fig, "expert_variants.png", dpi, provenance("scores", "negatives"))
 
 
 def training_size_figure(dpi: int = 120) -> Path:
@@ -203,30 +210,43 @@ def training_size_figure(dpi: int = 120) -> Path:
     axes[1].set_ylim(0, 1)
     axes[1].set_title("paper (Figure 4), mean of 3 runs, 12 MTEB tasks", fontsize=9)
     axes[1].legend(fontsize=8)
-    return _save(fig, "training_size.png", dpi)
+    return _save(fig, "training_size.png", dpi, provenance("scores"))
 
 
 def prompt_pools_figure(dpi: int = 120) -> Path:
-    """Table 10 analogue: the ablated expert trained with GP-N pools of each size."""
+    """Table 10 analogue: ``ablations.po_expert`` (FT-all) trained with each GP-N pool and each GEPA budget's prompts,
+    against the same expert trained FT at the same steps."""
     plt = _plt()
-    recs = ablation_records("po")
-    ours = sorted((r["model"]["train"]["data"]["prompts"]["optimizer"], r["averages"]["all"]) for r in recs.values())
-    ours.sort(key=lambda x: int(x[0][2:]) if x[0][2:].isdigit() else 0)
-    po_experts = {r["model"]["train"]["expert"] for r in recs.values()}
-    ft = [r["averages"]["all"] for r in ablation_records("variant").values()
-          if r["model"]["train"]["variant"] == "ft" and r["model"]["train"]["expert"] in po_experts]
-    ours = [("ft", ft[0])] * bool(ft) + ours  # the same expert without PO, the reference the paper plots first
-    by_name = {r["model"]["train"]["data"]["prompts"]["optimizer"]: r for r in recs.values()}
-    by_name |= {"ft": r for r in ablation_records("variant").values()
-                if r["model"]["train"]["variant"] == "ft" and r["model"]["train"]["expert"] in po_experts}
-    ci = [bootstrap_mean(by_name[n_]) if n_ in by_name else None for n_, _ in ours]
-    err = [[v - c[1] if c else 0 for (_, v), c in zip(ours, ci)], [c[2] - v if c else 0 for (_, v), c in zip(ours, ci)]]
+    recs = [*ablation_records("po").values(), *ablation_records("gepa").values()]
+    not_run = [k.removeprefix("gepa_") for k, r in ablation_records("gepa", not_run=True).items() if "not_run" in r]
+
+    def order(name: str) -> tuple[int, int]:  # gp10 < gp20 < ... < gepa-light < gepa-medium < gepa-heavy
+        if name.startswith("gepa-"):
+            return 1, ["light", "medium", "heavy"].index(name.removeprefix("gepa-"))
+        return 0, int(name[2:]) if name[2:].isdigit() else 0
+
+    by_name = {r["model"]["train"]["data"]["prompts"]["optimizer"]: r for r in recs}
+    names = sorted(by_name, key=order)
+    experts = {r["model"]["train"]["expert"] for r in recs}
+    steps = {r["model"]["train"]["steps"] for r in recs}
+    ref = po_reference(next(iter(experts)), next(iter(steps))) if len(experts) == len(steps) == 1 else None
+    if ref is not None:
+        by_name, names = {"ft": ref} | by_name, ["ft", *names]
+    means = [by_name[n_]["averages"]["all"] for n_ in names]
+    ci = [bootstrap_mean(by_name[n_]) for n_ in names]
+    err = [[m - c[1] if c else 0 for m, c in zip(means, ci)], [c[2] - m if c else 0 for m, c in zip(means, ci)]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    axes[0].bar([n_ for n_, _ in ours], [v for _, v in ours], yerr=err, capsize=3, color="#9e9ac8")
-    if not ours:
+    axes[0].bar([{"ft": "FT (no PO)"}.get(n_, n_) for n_ in names], means, yerr=err, capsize=3,
+                color=["#bdbdbd" if n_ == "ft" else "#6baed6" if n_.startswith("gepa") else "#9e9ac8" for n_ in names])
+    if not names:
         _not_run(axes[0], "po")
     axes[0].set_ylim(0, 1)
-    axes[0].set_title("ours: expert trained with GP-N prompt pools, test with 95% CI", fontsize=9)
+    axes[0].tick_params(axis="x", rotation=40)
+    n = sum(len(v) for v in (by_name[names[0]].get("per_query_ndcg_at_10") or {}).values()) if names else 0
+    label = ", ".join(EXPERT_LABELS.get(e, e) for e in sorted(experts))
+    axes[0].set_title(f"ours: {label} with each PO technique, test, 95% CI over {n} queries"
+                      + (f"\nGEPA {', '.join(not_run)}: not run in this profile (ablations.gepa_budgets)"
+                         if not_run else ""), fontsize=9)
     p = paper()["table10_prompt_optimization"]
     keys = ["ft_all", "gp10", "gp20", "gp50", "gp100", "gepa_light", "gepa_medium", "gepa_heavy"]
     for b, label in PAPER_BACKBONE_LABELS.items():
@@ -235,7 +255,7 @@ def prompt_pools_figure(dpi: int = 120) -> Path:
     axes[1].set_ylim(0, 1)
     axes[1].set_title("paper (Table 10), FT-all with each PO technique, 12 MTEB tasks", fontsize=9)
     axes[1].legend(fontsize=8)
-    return _save(fig, "prompt_pools.png", dpi)
+    return _save(fig, "prompt_pools.png", dpi, provenance("scores"))
 
 
 def pretraining_figure(dpi: int = 120) -> Path:
@@ -266,4 +286,4 @@ def pretraining_figure(dpi: int = 120) -> Path:
     axes[1].set_title("paper (Figure 3): PT 10M, PT+FT 11.4M, FT 1.4M pairs", fontsize=9)
     axes[1].set_ylim(0, 1)
     axes[1].legend(fontsize=8)
-    return _save(fig, "pretraining.png", dpi)
+    return _save(fig, "pretraining.png", dpi, provenance("scores", "pretraining"))

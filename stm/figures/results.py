@@ -71,15 +71,57 @@ def baselines_table() -> "pandas.DataFrame":
     return pd.concat([ours, theirs], axis=1)
 
 
-def ablation_records(kind: str, split: str = "test") -> dict[str, dict]:
+def ablation_records(kind: str, split: str = "test", not_run: bool = False) -> dict[str, dict]:
     """{cell: record} of the ablation cells of one kind; a variant cell is ``variant_<i>/<expert>``. ``split="dev"``:
-    the variant cells' dev-split records (``variant_<i>/dev/<expert>.json``), under the same keys."""
+    the variant cells' dev-split records (``variant_<i>/dev/<expert>.json``), under the same keys. Cells the profile
+    does not run (a GEPA budget outside ``ablations.gepa_budgets``) only with ``not_run=True``."""
     folder = paths.RESULTS / "ablations"
     recs = {}
     for p in sorted(folder.rglob("*.json")):
         key = str(p.relative_to(folder).with_suffix(""))
         if ("/dev/" in key) == (split == "dev"):
             recs[key.replace("/dev/", "/")] = read_json(p)
-    return {k: v for k, v in recs.items() if k.startswith(kind)}
+    return {k: v for k, v in recs.items() if k.startswith(kind) and (not_run or "not_run" not in v)}
 
 
+def po_reference(expert: str, steps: int) -> dict | None:
+    """Table 10's first row: ``expert`` trained FT for ``steps`` (the PO cells'), from a Table 4 cell, else from
+    Figure 3's FT cell when it trained the same expert."""
+    pre = ablation_records("pretrain")
+    cells = [*ablation_records("variant").values(), *([pre["pretrain_ft"]] if "pretrain_ft" in pre else [])]
+    return next((r for r in cells if (r["model"]["train"]["variant"], r["model"]["train"]["expert"],
+                                      r["model"]["train"]["steps"]) == ("ft", expert, steps)), None)
+
+
+
+
+AUTHORS_MTEB = "1.38.1"  # the mteb the authors' release (TIO-IKIM/STM) pins
+PAPER_NEGATIVES = "gpt-4.1"  # the paper's hard-negative generator (section 3.1)
+
+
+def provenance(*kinds: str) -> str:
+    """What a figure's numbers are, where they differ from the paper's, from the run's own records (a figure's
+    footnote): ``scores`` (the mteb that scored them), ``search`` (the merge weights: the whole grid or a seeded
+    sample of it), ``negatives`` (who wrote the hard negatives), ``pretraining`` (Figure 3's pre-training task)."""
+    notes = []
+    if "scores" in kinds and (paths.RESULTS / "backbone.json").exists():
+        v = read_json(paths.RESULTS / "backbone.json").get("environment", {}).get("mteb")
+        notes.append(f"scored with mteb {v} (the authors: {AUTHORS_MTEB})" if v else "")
+    if "search" in kinds and (paths.RESULTS / "merging.json").exists():
+        report = read_json(paths.RESULTS / "merging.json")
+        s, n = report["search"], len(report["experts"])
+        for method, entry in report["methods"].items():
+            size = (len(s["alphas"]) ** n - 1) * (len(s["densities"]) ** n if entry["chosen"].get("densities") else 1)
+            scored = len(entry["history"])
+            notes.append(f"{method} weights: the best of {scored} dev-scored points of the {size:,}-point grid "
+                         + ("(all of it)" if scored >= size else f"({s['strategy']}, seed {s['seed']}; "
+                                                                               "the paper: a grid search, exhaustive or not unstated)"))
+    if "negatives" in kinds and (paths.PROFILE_RESULTS / "synthesis.json").exists():
+        gen = read_json(paths.PROFILE_RESULTS / "synthesis.json").get("generator", "")
+        kind, _, name = gen.partition(":")
+        who = {"released": f"the authors' released GPT-5 negatives ({name})"}.get(kind, f"{name} ({kind})")
+        notes.append(f"hard negatives: {who}" + ("" if name == PAPER_NEGATIVES else f"; the paper: {PAPER_NEGATIVES}'s"))
+    if "pretraining" in kinds:
+        notes.append("pre-training: inverse cloze on the fine-tuning positives (the paper: BMRetriever's 10M "
+                     "unlabeled pairs)")
+    return "; ".join(n for n in notes if n)

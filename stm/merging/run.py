@@ -22,7 +22,7 @@ from stm import paths
 from stm.config import EvaluationConfig, MergingConfig, dump
 from stm.core import retriever as R
 from stm.core.cards import model_card
-from stm.core.evaluation import Encoder, dev_score, evaluate, evaluate_model, prefix_cache, task_specs
+from stm.core.evaluation import Encoder, dev_score, evaluate, evaluate_model, prefix_cache
 from stm.core.sampling import sample_record, selection_sets
 from stm.io import atomic_path, read_json, sha256_file, sha256_text, write_json
 from stm.merging.inmemory import DeltaMerger
@@ -91,23 +91,32 @@ def search_fingerprint(method: str, adapter_dirs: list[Path], dev_specs, mcfg: M
 
 
 def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], out_root: Path | None = None,
-        results: Path | None = None) -> dict:
+        results: Path | None = None, method_adapters: dict[str, dict[str, Path]] | None = None) -> dict:
+    """Search and build each method's merge of ``adapters`` ({expert: adapter}); ``method_adapters`` gives a method
+    its own experts (``merging.variants``: Phi-4-mini's Linear merge of Med-Real PO)."""
     out_root = Path(out_root or paths.MERGED)
     names = list(adapters)
-    adapter_dirs = [adapters[n] for n in names]
+    method_adapters = method_adapters or {}
     # the dev sets candidates are scored on: seeded subsets written once beside the output and kept (recorded below)
     dev_specs = selection_sets(mcfg, ecfg, out_root.parent / f".{out_root.name}-dev")
-    test_specs = task_specs(ecfg, "test")
-    template = adapter_dirs[0]
+    template = adapters[names[0]]
     # mergekit merges full models: each expert with its LoRA folded in, and the base. They are scratch, kept
     # beside the DVC output and deleted at the end: four fp32 copies of the backbone would otherwise be
     # cached by DVC twice over (2.6 GB at 135M parameters in fp32; Phi-4-mini in bf16, the paper profile: 40 GB).
     inputs = out_root.parent / f".{out_root.name}-inputs"
-    full = {n: save_full_model(adapters[n], inputs / n, template, mcfg.dtype) for n in names}
+    full_models: dict[Path, Path] = {}
+
+    def full_model(n: str, adapter: Path) -> Path:  # an expert's variant for one method: its own folder
+        if adapter not in full_models:
+            folder = inputs / (n if adapter == adapters[n] else f"{n}-{adapter.parent.name}")
+            full_models[adapter] = save_full_model(adapter, folder, template, mcfg.dtype)
+        return full_models[adapter]
+
     base = save_full_model(base_path(template), inputs / "base", template, mcfg.dtype)
-    merger = DeltaMerger(adapter_dirs, ecfg.dtype)
+    default = tuple(adapters[n] for n in names)
+    mergers = {default: DeltaMerger(list(default), ecfg.dtype)}
     # every candidate and final merge shares the experts' frozen bottom layers: computed once (stm/core/prefix.py)
-    prefix = prefix_cache(ecfg, merger.frozen_layers)
+    prefix = prefix_cache(ecfg, mergers[default].frozen_layers)
 
     def score_retriever(model, label: str) -> tuple[float, dict]:
         r = evaluate(Encoder(model, label, ecfg.batch_size, prefix=prefix), dev_specs, "dev")
@@ -117,6 +126,12 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
                     "dev_tasks": {t.name: sample_record(t) for t in dev_specs}}
     for method in mcfg.methods:
         m = get_method(method)
+        own = method_adapters.get(method, adapters)
+        adapter_dirs = [own[n] for n in names]
+        full = {n: full_model(n, own[n]) for n in names}
+        if tuple(adapter_dirs) not in mergers:
+            mergers[tuple(adapter_dirs)] = DeltaMerger(adapter_dirs, ecfg.dtype)
+        merger = mergers[tuple(adapter_dirs)]
 
         def score(c: Candidate, method=method, m=m) -> float:
             if m.in_memory:
@@ -147,6 +162,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         test = evaluate_model(final, ecfg, f"stm-{method}", "test",
                               extra={"merge": {"method": method, **chosen, "experts": names}}, prefix=prefix)
         entry = {"history": history, "chosen": chosen, "dev_score": chosen["score"], "test": test,
+                 **({"variants": mcfg.variants[method]} if method in mcfg.variants else {}),
                  "mergekit_config": portable(cfg),
                  # from the score cache: a resumed search still reports what scoring a candidate costs
                  "seconds_per_candidate": round(sum(cache.seconds.values()) / len(cache.seconds), 2)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stm import paths
 from stm.config import EvaluationConfig, MergingConfig
-from stm.io import DataError
+from stm.io import DataError, read_json
 from stm.merging.run import run
 
 
-def expert_adapters(mcfg) -> dict:
-    adapters = {e: paths.EXPERTS / e / "adapter" for e in mcfg.experts}
+def expert_adapters(mcfg: MergingConfig, method: str | None = None) -> dict[str, Path]:
+    """{expert: adapter} that ``method`` merges: each training stage's own, or the variant ``merging.variants`` names
+    for the method, which the same stage trained beside it (``experts/<expert>/variants/<variant>``)."""
+    overrides = mcfg.variants.get(method, {}) if method else {}
+    adapters = {}
+    for e in mcfg.experts:
+        main = paths.EXPERTS / e
+        own = read_json(main / "train_record.json")["variant"] if (main / "train_record.json").exists() else None
+        v = overrides.get(e)
+        adapters[e] = main / "adapter" if v is None or v == own else paths.expert_variant(e, v) / "adapter"
     missing = [str(p) for p in adapters.values() if not (p / "adapter_config.json").exists()]
     if missing:
         raise DataError(f"merging: expert adapters missing ({', '.join(missing)}); run the training stages")
@@ -17,4 +27,6 @@ def expert_adapters(mcfg) -> dict:
 
 
 def run_stage(mcfg: MergingConfig, ecfg: EvaluationConfig) -> dict:
-    return run(mcfg, ecfg, expert_adapters(mcfg))
+    by_method = {m: expert_adapters(mcfg, m) for m in mcfg.methods}
+    return run(mcfg, ecfg, expert_adapters(mcfg), method_adapters={m: a for m, a in by_method.items()
+                                                                   if m in mcfg.variants})

@@ -3,7 +3,10 @@
 ``variant i``: each of ``ablations.variant_experts`` trained as ``ablations.variants[i]`` (Table 4), scored on
 test and on dev (the dev scores choose the main line's per-expert variant map);
 ``size i --seed-index j``: FT-all on ``ablations.sizes[i]`` rows with ``ablations.seeds[j]`` (Figure 4);
-``po i``: the first of ``variant_experts`` trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10);
+``po i``: ``po_expert`` (the paper: FT-all) trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10);
+``gepa <budget>``: GEPA at that budget (light, medium, heavy) writes the cell's own prompt per split, then
+``po_expert`` trains with them (Table 10's GEPA rows); a budget not in ``ablations.gepa_budgets`` writes a record that
+says so and trains nothing, so that every profile has every declared output;
 ``pretrain``: PT (unlabeled pairs, in-batch negatives), PT then FT, FT alone, and FT for PT+FT's total steps (the
 compute-matched control: PT+FT trains twice as long), all on ``size_expert`` data (Figure 3), run in sequence
 because PT+FT starts from PT's adapter.
@@ -15,11 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from stm import paths
-from stm.config import AblationsConfig, ConfigError, EvaluationConfig, MergingConfig, TrainingConfig, dump, validate
+from stm.config import (AblationsConfig, ConfigError, EvaluationConfig, MergingConfig, PromptsConfig, TrainingConfig,
+                        dump, validate)
 from stm.core.evaluation import evaluate_model
 from stm.core.sampling import sample_record, selection_sets
 from stm.data.pretrain import ict_pairs
-from stm.io import write_jsonl
+from stm.io import write_json, write_jsonl
+from stm.prompts.optimizers import OPTIMIZERS
 from stm.training.data import split_files
 from stm.training.stage import result_path, run_dir, train_and_evaluate
 
@@ -37,7 +42,7 @@ def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int, seed_in
                 "max_train_rows": a.sizes[index], "seed": a.seeds[seed_index], **steps}
         if kind == "po":
             n = gp_sizes[index]
-            return a.po_expert(), f"po/{index}", {"variant": "po", "variants": {}, "po_pool": n, **steps}
+            return a.po_expert, f"po/{index}", {"variant": "po", "variants": {}, "po_pool": n, **steps}
     except IndexError:
         raise ConfigError(f"ablation {kind} index {index} is out of range for profile's lists") from None
     raise ConfigError(f"unknown ablation kind {kind!r}")
@@ -86,3 +91,25 @@ def run_pretrain(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfi
              "ft_matched": (a.size_expert, base.model_copy(update={"max_steps": 2 * base.max_steps}
                                                            if base.max_steps else {"epochs": 2 * base.epochs}))}
     return {name: train_and_evaluate(cfg, ecfg, expert, f"pretrain/{name}") for name, (expert, cfg) in cells.items()}
+
+
+def run_gepa(a: AblationsConfig, pcfg: PromptsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, budget: str,
+             retriever) -> dict:
+    """Table 10's GEPA row of ``budget``: GEPA (``prompts.gepa`` at that budget) writes one prompt per split to the
+    cell's ``selected.json``; ``po_expert`` trains with them as the PO variant and is scored on test. ``retriever``
+    builds the model GEPA scores with (the prompts stage's)."""
+    name = f"gepa/{budget}"
+    out, result = run_dir(a.po_expert, name), result_path(a.po_expert, name)
+    if budget not in a.gepa_budgets:
+        out.mkdir(parents=True, exist_ok=True)
+        reason = f"ablations.gepa_budgets {a.gepa_budgets} does not name {budget!r}: not run in this profile"
+        (out / "NOT_RUN.txt").write_text(reason + "\n", encoding="utf-8")
+        record = {"cell": name, "not_run": reason}
+        write_json(result, record)
+        return record
+    cfg = pcfg.model_copy(update={"optimizer": "gepa", "gepa": pcfg.gepa.model_copy(update={"budget": budget})})
+    selected = OPTIMIZERS.lookup("gepa")(cfg, out, retriever) | {"config": dump(cfg)}
+    write_json(out / "selected.json", selected)
+    steps = {"max_steps": a.steps} if a.steps is not None else {}
+    overrides = {"variant": "po", "variants": {}, "prompts_file": str(out / "selected.json"), **steps}
+    return train_and_evaluate(with_overrides(tcfg, **overrides), ecfg, a.po_expert, name)

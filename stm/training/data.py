@@ -54,7 +54,7 @@ def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None,
     if cfg.max_train_rows and len(rows) > cfg.max_train_rows:
         rows = rng.sample(rows, cfg.max_train_rows)
     if uses_po(variant):
-        pf = prompts_file(prompts)
+        pf = Path(cfg.prompts_file) if cfg.prompts_file else prompts_file(prompts)
         if cfg.po_pool is not None:
             pf = pf.with_name("gp.json")
         if not pf.exists():

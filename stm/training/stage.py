@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from stm import paths
-from stm.config import EvaluationConfig, TrainingConfig
+from stm.config import EvaluationConfig, MergingConfig, TrainingConfig
 from stm.core.cards import model_card
 from stm.core.evaluation import evaluate_model
 from stm.training.launch import processes, train_launched
@@ -15,6 +16,25 @@ from stm.training.train import train
 def run_dir(expert: str, name: str | None = None) -> Path:
     """Main-line experts live in ``artifacts/experts/<expert>``; named (ablation) runs elsewhere."""
     return paths.ABLATIONS / name if name else paths.EXPERTS / expert
+
+
+def train_merge_variants(cfg: TrainingConfig, mcfg: MergingConfig, expert: str) -> dict[str, dict]:
+    """Train ``expert`` in each variant a merge method takes in place of this stage's own (Table 6's footnote:
+    Phi-4-mini's Linear merge used Med-Real PO). Not scored on test: the merge that uses it is. Trained in a scratch
+    folder beside the stage's output, so that its checkpoints survive an interruption, then moved in."""
+    records = {}
+    for variant in mcfg.merge_variants(expert):
+        if variant == cfg.variant_for(expert):
+            continue
+        c = cfg.model_copy(update={"variant": variant, "variants": {}})
+        scratch = paths.EXPERTS / f".{expert}-variants" / variant
+        n = processes(c)
+        records[variant] = train_launched(c, expert, scratch, n) if n > 1 else train(c, expert, scratch)
+        dst = paths.expert_variant(expert, variant)
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(scratch, dst)
+    return records
 
 
 def result_path(expert: str, name: str | None = None) -> Path:
