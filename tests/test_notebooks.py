@@ -83,3 +83,13 @@ def test_an_executed_report_names_no_path_of_this_machine(tmp_path):
     assert str(paths.ROOT) not in text and ".venv/lib/python3.11/site-packages/transformers" in text
     data = json.loads(text)
     assert data["metadata"]["papermill"] == {"parameters": {"e": 1}} and data["cells"][0]["metadata"] == {}
+
+
+@pytest.mark.parametrize("path", sorted((paths.ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_source_notebook_is_valid_nbformat_without_outputs(path):
+    """Every cell has an id (nbformat 4.5: a missing one is a warning today, an error tomorrow) and no output."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5)
+    assert all(c.get("id") for c in nb["cells"]), [i for i, c in enumerate(nb["cells"]) if not c.get("id")]
+    assert len({c["id"] for c in nb["cells"]}) == len(nb["cells"])
+    assert not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
