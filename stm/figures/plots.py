@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stm import paths
+from stm.config import GEPA_BUDGETS
 from stm.figures.claims import bootstrap_mean
 from stm.figures.results import (EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records, model_records, paper,
                                  po_reference, provenance)
@@ -218,11 +219,12 @@ def prompt_pools_figure(dpi: int = 120) -> Path:
     against the same expert trained FT at the same steps."""
     plt = _plt()
     recs = [*ablation_records("po").values(), *ablation_records("gepa").values()]
-    not_run = [k.removeprefix("gepa_") for k, r in ablation_records("gepa", not_run=True).items() if "not_run" in r]
+    skipped = {k.removeprefix("gepa_") for k, r in ablation_records("gepa", not_run=True).items() if "not_run" in r}
+    not_run = [b for b in GEPA_BUDGETS if b in skipped]
 
     def order(name: str) -> tuple[int, int]:  # gp10 < gp20 < ... < gepa-light < gepa-medium < gepa-heavy
         if name.startswith("gepa-"):
-            return 1, ["light", "medium", "heavy"].index(name.removeprefix("gepa-"))
+            return 1, GEPA_BUDGETS.index(name.removeprefix("gepa-"))
         return 0, int(name[2:]) if name[2:].isdigit() else 0
 
     by_name = {r["model"]["train"]["data"]["prompts"]["optimizer"]: r for r in recs}
