@@ -28,6 +28,8 @@ from stm.io import environment_record
 from stm.paths import setup_environment
 from stm.training.train import task_instructions, train
 
+EMBEDDED = paths.Layout("embedded", "sweep")  # the embedded profile's data and tasks (per profile)
+
 DEFAULT_CELLS = ["8:4:3e-4:40", "8:8:3e-4:40", "8:4:1e-3:40", "8:8:1e-3:40", "12:all:1e-3:40", "16:8:1e-3:40",
                  "30:all:3e-4:40", "12:all:1e-3:80", "8:all:0:0", "12:all:0:0"]  # the committed sweep; steps 0: untrained
 
@@ -62,7 +64,7 @@ def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
     if cell["steps"] == 0:  # the untrained backbone in the training format: where the cells start
         rec = {"final_loss": None, "mean_tokens_per_s": None, "data": None}
     else:
-        rec = train(cfg, expert, out)
+        rec = train(cfg, expert, out, EMBEDDED.processed)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     if cell["steps"] == 0:
@@ -70,7 +72,7 @@ def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
         dev = score_model(model, ecfg, name, specs, "dev")
         out.mkdir(parents=True, exist_ok=True)
     else:
-        dev = evaluate_model(out / "adapter", ecfg, name, "dev", specs=specs, prefix=prefix_cache(ecfg))
+        dev = evaluate_model(out / "adapter", ecfg, name, EMBEDDED.tasks, "dev", specs=specs, prefix=prefix_cache(ecfg))
     row = {"cell": name, **cell, "backbone": backbone, "train_seconds": round(train_s, 1),
            "eval_seconds": round(time.perf_counter() - t1, 1), "final_loss": rec["final_loss"],
            "mean_tokens_per_s": rec["mean_tokens_per_s"], "dev_ndcg_at_10": dev["averages"]["all"],
@@ -91,7 +93,7 @@ def main():
     ap.add_argument("--name", default="depth_sweep", help="results file stem in benchmarks/results/")
     args = ap.parse_args()
     ecfg = config.load("evaluation", profile="embedded")
-    specs = task_specs(ecfg, "dev")
+    specs = task_specs(ecfg, EMBEDDED.tasks, "dev")
     rows = [run_cell(parse(c), args.expert, ecfg, specs) for c in args.cells]
     # the reference: the full-depth model with LoRA everywhere (the committed main line's design), when swept
     full = [r for r in rows if r["lora_layers"] is None]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 from common import peak_rss_mb, save
-from stm import paths
+from stm import config, paths
 from stm.core.beir import read_beir
 from stm.paths import setup_environment
 
@@ -17,12 +17,13 @@ from stm.paths import setup_environment
 def main():
     setup_environment()
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(paths.MERGED / "linear"))
+    layout = config.Run.of().paths
+    ap.add_argument("--model", default=str(layout.merged / "linear"))
     ap.add_argument("--n", type=int, default=256)
     args = ap.parse_args()
     from stm.core import retriever as R
 
-    corpus = list(read_beir(paths.TASKS / "test" / "pubmed-mesh", "test").corpus.values())[: args.n]
+    corpus = list(read_beir(layout.tasks / "test" / "pubmed-mesh", "test").corpus.values())[: args.n]
     out = {"model": str(Path(args.model).relative_to(paths.ROOT)) if Path(args.model).is_absolute() else args.model,
            "passages": len(corpus), "dtypes": {}}
     for dtype in ("bfloat16", "float32"):

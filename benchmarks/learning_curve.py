@@ -19,7 +19,7 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from common import OUT, save
-from stm import config
+from stm import config, paths
 from stm.core.evaluation import score_model, task_specs
 from stm.paths import setup_environment
 from stm.training.data import load_rows
@@ -37,8 +37,9 @@ def main():
     base = config.load("training", profile="embedded")
     cfg = base.model_copy(update={"max_steps": args.steps})
     ecfg = config.load("evaluation", profile="embedded")
-    rows, data_record = load_rows(cfg, args.expert)
-    specs = task_specs(ecfg, "dev")
+    embedded = paths.Layout("embedded", cfg.backbone)  # the embedded profile's data and tasks
+    rows, data_record = load_rows(cfg, args.expert, embedded.processed)
+    specs = task_specs(ecfg, embedded.tasks, "dev")
     model = build_model(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

@@ -14,7 +14,7 @@ import shutil
 import time
 
 from common import save
-from stm import config, paths
+from stm import config
 from stm.core.evaluation import Encoder, dev_score, evaluate, task_specs
 from stm.merging.inmemory import DeltaMerger
 from stm.merging.methods import get_method, mergekit_config, run_mergekit
@@ -30,10 +30,11 @@ def main():
     ap.add_argument("--grid", type=int, default=40)
     ap.add_argument("--budget", type=int, default=12)
     args = ap.parse_args()
-    mcfg, ecfg = config.load("merging"), config.load("evaluation")
-    adapters = expert_adapters(mcfg)
+    run = config.Run.of()
+    mcfg, ecfg = run.load("merging"), run.load("evaluation")
+    adapters = expert_adapters(run.paths, mcfg)
     names = list(adapters)
-    dev = task_specs(ecfg, "dev")
+    dev = task_specs(ecfg, run.paths.tasks, "dev")
     merger = DeltaMerger(list(adapters.values()), ecfg.dtype)
 
     def score(c):
@@ -52,7 +53,7 @@ def main():
         out["strategies"][strategy] = {"best": max(h["score"] for h in hist), "evaluations_to_within_0.005": hit}
     # one candidate the slow way: mergekit writes a model, we reload and score it
     template = adapters[names[0]]
-    tmp = paths.ARTIFACTS / "bench-merge"
+    tmp = run.paths.artifacts / "bench-merge"
     full = [save_full_model(adapters[n], tmp / "experts" / n, template) for n in names]
     t = time.perf_counter()
     run_mergekit(mergekit_config("linear", full, [0.5] * len(names), None), tmp / "out")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 
 from common import save
-from stm import config, paths
+from stm import config
 from stm.core.evaluation import evaluate_model
 from stm.figures.claims import paired_bootstrap
 from stm.figures.results import ablation_records
@@ -33,21 +33,22 @@ from stm.training.train import train
 
 def main():
     setup_environment()
-    profile, backbone = config.active_run()  # the run whose Figure 3 records paths.RESULTS holds
-    a, tcfg, ecfg = config.load("ablations"), config.load("training"), config.load("evaluation")
-    pre = {k.removeprefix("pretrain_"): r for k, r in ablation_records("pretrain").items()}
+    run = config.Run.of()  # the run whose Figure 3 records this controls
+    layout, profile, backbone = run.paths, run.profile, run.backbone
+    a, tcfg, ecfg = run.load("ablations"), run.load("training"), run.load("evaluation")
+    pre = {k.removeprefix("pretrain_"): r for k, r in ablation_records(layout, "pretrain").items()}
     missing = {"pt_ft", "ft"} - set(pre)
     if missing:
-        raise SystemExit(f"no Figure 3 record for {sorted(missing)} under {paths.RESULTS.relative_to(paths.ROOT)}: "
+        raise SystemExit(f"no Figure 3 record for {sorted(missing)} under {layout.relative(layout.results)}: "
                          "run `dvc repro ablate_pretrain` first")
     ft_steps = pre["ft"]["model"]["train"]["steps"]
     matched = 2 * ft_steps  # PT's steps plus FT's: the PT and FT cells train the same number
     cfg = with_overrides(tcfg, max_steps=matched)
-    out = paths.ARTIFACTS / "benchmarks" / "pretrain_control"
+    out = layout.artifacts / "benchmarks" / "pretrain_control"
     t0 = time.perf_counter()
-    record = train(cfg, a.size_expert, out)
+    record = train(cfg, a.size_expert, out, layout.processed, prompts=layout.prompts)
     train_s = time.perf_counter() - t0
-    result = evaluate_model(out / "adapter", ecfg, f"pretrain/ft_{matched}_steps",
+    result = evaluate_model(out / "adapter", ecfg, f"pretrain/ft_{matched}_steps", layout.tasks,
                             extra={"train": {k: record[k] for k in ("steps", "final_loss", "query_truncated_fraction",
                                                                      "mean_tokens_per_s", "data", "variant", "expert")}})
     comparisons = {

@@ -32,7 +32,7 @@ def main():
     args = ap.parse_args()
     paths.setup_environment()
     cfg = config.load("synthesis")
-    rows = read_triples(paths.SPLITS / f"{args.split}.jsonl")
+    rows = read_triples(config.Run.of().paths.splits / f"{args.split}.jsonl")
     judged, shots = rows[: args.rows], rows[-args.shots:]
     if args.model:
         cfg = cfg.model_copy(update={"generator": cfg.generator.model_copy(update={"model": args.model})})

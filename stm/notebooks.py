@@ -17,12 +17,13 @@ from pathlib import Path
 
 from stm import paths
 from stm.config import ConfigError
+from stm.paths import Layout
 
 PROFILE_NOTEBOOKS = ("00_data", "01_synthesis")  # per profile: their outputs do not depend on the backbone
 
 
-def report_dir(name: str) -> Path:
-    return paths.PROFILE_REPORTS if name in PROFILE_NOTEBOOKS else paths.REPORTS
+def report_dir(layout: Layout, name: str) -> Path:
+    return layout.profile_reports if name in PROFILE_NOTEBOOKS else layout.reports
 
 
 class LiveStream(io.TextIOBase):
@@ -68,7 +69,9 @@ class LiveStream(io.TextIOBase):
         self.on_bar, self.pending = False, ""
 
 
-def execute(name: str, parameters: dict | None = None, suffix: str = "") -> Path:
+def execute(layout: Layout, name: str, parameters: dict | None = None, suffix: str = "") -> Path:
+    """Run ``notebooks/<name>.ipynb`` for the run ``layout`` (its ``profile`` and ``backbone`` parameters), writing
+    the executed copy and its HTML to the run's reports folder."""
     import papermill as pm
 
     src = paths.NOTEBOOKS / f"{name}.ipynb"
@@ -78,13 +81,16 @@ def execute(name: str, parameters: dict | None = None, suffix: str = "") -> Path
     unknown = sorted(set(parameters or {}) - set(known))
     if unknown:
         raise ConfigError(f"{src}: no parameter(s) {unknown} in its parameters cell; it has {sorted(known)}")
-    reports = report_dir(name)
+    # the run is the notebook's parameters: it builds its own Run from them (stm.config.Run.of)
+    parameters = {k: v for k, v in (("profile", layout.profile), ("backbone", layout.backbone)) if k in known} | dict(
+        parameters or {})
+    reports = report_dir(layout, name)
     reports.mkdir(parents=True, exist_ok=True)  # DVC does not create output folders
     out = reports / f"{name}{suffix}.ipynb"
     os.environ.setdefault("TQDM_MININTERVAL", "5")  # the kernel inherits it: the saved notebook keeps few redraws
     # the streams go to the terminal as the kernel wrote them (papermill's log_output would turn every refresh
     # of a progress bar into its own `WARNING papermill:` line: thousands for one training)
-    pm.execute_notebook(str(src), str(out), parameters=parameters or {}, kernel_name="python3",
+    pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
                         cwd=str(paths.ROOT), progress_bar=False, log_output=False,
                         stdout_file=LiveStream(sys.stdout), stderr_file=LiveStream(sys.stderr))
     portable_report(out)

@@ -9,17 +9,17 @@ Outputs live per run, so that profiles and backbones never overwrite each other;
   ``artifacts/<profile>/<backbone>/{experts,merged,ablations}``, ``results/<profile>/<backbone>/`` (backbone,
   experts, merging, ablations, figures) and ``reports/<profile>/<backbone>/``.
 
-The run is the one ``params.yaml`` names, read on import (the two keys only: ``stm.config`` validates them, and the
-CLI sets them again validated); ``use(profile, backbone)`` points the folders at another run. ``STM_ROOT``
-relocates the whole tree (the tests use it to run a pipeline in a temporary copy).
+Nothing here changes at run time: the run-independent folders are constants, and a run's folders are a frozen
+``Layout(profile, backbone)``, built once from the validated ``params.yaml`` (``stm.config.Run``) by the CLI or a
+notebook's parameters, and handed to each stage function. ``STM_ROOT`` relocates the whole tree (the tests use it
+to run a pipeline in a temporary copy).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(os.environ.get("STM_ROOT", Path(__file__).resolve().parents[1]))
 PARAMS = ROOT / "params.yaml"
@@ -34,51 +34,140 @@ NOTEBOOKS = ROOT / "notebooks"
 CACHE = ROOT / ".cache"  # HF home, MTEB cache, matplotlib config: kept inside the project
 
 
-def layout(profile: str, backbone: str) -> dict[str, Path]:
-    """The run folders of one profile and backbone (the names this module exposes, e.g. ``paths.SPLITS``)."""
-    processed = DATA / "processed" / profile
-    artifacts = ROOT / "artifacts" / profile / backbone
-    results = ROOT / "results" / profile / backbone
-    return {
-        "PROCESSED": processed,  # DVC outputs of the data and synthesis stages
-        "SPLITS": processed / "splits",
-        "TASKS": processed / "tasks",
-        "SYNTH": processed / "synthesis",  # generation caches and synthetic hard negatives
-        "PROMPTS": processed / backbone / "prompts",
-        "PROFILE_RESULTS": ROOT / "results" / profile,  # small committed metric files (DVC metrics, cache: false)
-        "PROFILE_REPORTS": ROOT / "reports" / profile,  # executed notebooks and their HTML renderings
-        "ARTIFACTS": artifacts,  # adapters, checkpoints, merged models (DVC outputs, git-ignored)
-        "EXPERTS": artifacts / "experts",  # main-line experts and FT-all: <expert>/adapter
-        "ABLATIONS": artifacts / "ablations",
-        "MERGED": artifacts / "merged",
-        "RESULTS": results,
-        "FIGURES": results / "figures",
-        "REPORTS": ROOT / "reports" / profile / backbone,
-    }
+@dataclass(frozen=True)
+class Layout:
+    """The folders and files of one run (``profile``, ``backbone``): the layout ``dvc.yaml`` declares with
+    ``${profile}`` and ``${backbone}``. Built once per process (``stm.config.Run``) and passed to every stage
+    function that reads or writes a run's files; each file name is spelled here and nowhere else."""
 
+    profile: str
+    backbone: str
+    root: Path = ROOT
 
-def use(profile: str, backbone: str) -> None:
-    """Point the run folders (``paths.RESULTS``, ``paths.EXPERTS``, ...) at ``profile`` / ``backbone``."""
-    globals().update(layout(profile, backbone))
+    # per profile: the data, whatever backbone trains on it
+    @property
+    def processed(self) -> Path:  # DVC outputs of the data and synthesis stages
+        return self.root / "data" / "processed" / self.profile
 
+    @property
+    def splits(self) -> Path:
+        return self.processed / "splits"
 
-def expert_variant(expert: str, variant: str) -> Path:
-    """A main-line expert in another variant that a merge method takes (``merging.variants``), inside the expert's
-    training-stage output: ``artifacts/<profile>/<backbone>/experts/<expert>/variants/<variant>``."""
-    return globals()["EXPERTS"] / expert / "variants" / variant
+    @property
+    def splits_dev(self) -> Path:
+        return self.processed / "splits_dev"
 
+    @property
+    def tasks(self) -> Path:
+        return self.processed / "tasks"
 
-def _params_run() -> tuple[str, str]:
-    """``params.yaml``'s two run keys, unvalidated (``stm.config.active_run`` validates them and names a bad one)."""
-    try:
-        raw = yaml.safe_load(PARAMS.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # stm.config reads the file again and names what is wrong
-        raw = {}
-    raw = raw if isinstance(raw, dict) else {}
-    return str(raw.get("profile", "embedded")), str(raw.get("backbone", "smollm2"))
+    @property
+    def synth(self) -> Path:  # generation caches and synthetic hard negatives
+        return self.processed / "synthesis"
 
+    @property
+    def shn(self) -> Path:  # the SHN triple files, one per split
+        return self.synth / "shn"
 
-use(*_params_run())
+    @property
+    def profile_results(self) -> Path:  # small committed metric files (DVC metrics, cache: false)
+        return self.root / "results" / self.profile
+
+    @property
+    def profile_reports(self) -> Path:  # executed notebooks and their HTML renderings
+        return self.root / "reports" / self.profile
+
+    @property
+    def data_stats(self) -> Path:
+        return self.profile_results / "data_stats.json"
+
+    @property
+    def synthesis_record(self) -> Path:
+        return self.profile_results / "synthesis.json"
+
+    @property
+    def baselines(self) -> Path:
+        return self.profile_results / "baselines.json"
+
+    # per profile and backbone
+    @property
+    def prompts(self) -> Path:  # the PO method is the backbone's
+        return self.processed / self.backbone / "prompts"
+
+    @property
+    def selected_prompts(self) -> Path:  # the prompts stage's selection
+        return self.prompts / "selected.json"
+
+    @property
+    def gp_pools(self) -> Path:  # every GP pool the ablations use
+        return self.prompts / "gp.json"
+
+    @property
+    def artifacts(self) -> Path:  # adapters, checkpoints, merged models (DVC outputs, git-ignored)
+        return self.root / "artifacts" / self.profile / self.backbone
+
+    @property
+    def experts(self) -> Path:  # main-line experts and FT-all: <expert>/adapter
+        return self.artifacts / "experts"
+
+    @property
+    def ablations(self) -> Path:
+        return self.artifacts / "ablations"
+
+    @property
+    def merged(self) -> Path:
+        return self.artifacts / "merged"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results" / self.profile / self.backbone
+
+    @property
+    def figures(self) -> Path:
+        return self.results / "figures"
+
+    @property
+    def reports(self) -> Path:
+        return self.profile_reports / self.backbone
+
+    @property
+    def backbone_record(self) -> Path:
+        return self.results / "backbone.json"
+
+    @property
+    def merging_record(self) -> Path:
+        return self.results / "merging.json"
+
+    def expert_dir(self, expert: str) -> Path:
+        return self.experts / expert
+
+    @property
+    def expert_results(self) -> Path:  # one test record per main-line expert and FT-all
+        return self.results / "experts"
+
+    @property
+    def ablation_results(self) -> Path:  # one record per ablation run (variant cells: also dev/)
+        return self.results / "ablations"
+
+    def expert_result(self, expert: str) -> Path:
+        return self.expert_results / f"{expert}.json"
+
+    def expert_variant(self, expert: str, variant: str) -> Path:
+        """A main-line expert in another variant that a merge method takes (``merging.variants``), inside the
+        expert's training-stage output: ``artifacts/<profile>/<backbone>/experts/<expert>/variants/<variant>``."""
+        return self.expert_dir(expert) / "variants" / variant
+
+    def ablation_dir(self, name: str) -> Path:
+        return self.ablations / name
+
+    def ablation_result(self, name: str) -> Path:
+        """An ablation run ``kind/cell[/expert]`` -> ``results/.../ablations/kind_cell[/expert].json``."""
+        return self.ablation_results / f"{name.replace('/', '_', 1)}.json"
+
+    def relative(self, path: Path) -> str:
+        """``path`` named from the repository root (what records and messages print)."""
+        path = Path(path)
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
 
 
 def setup_environment() -> None:

@@ -24,9 +24,9 @@ ROWS = [
 def test_stand_in_ft_data_is_split_and_written_in_the_triple_schema(tmp_path, monkeypatch):
     src = tmp_path / "ft_data.json"
     src.write_text("\n".join(json.dumps(r) for r in ROWS))
-    monkeypatch.setattr(bmretriever.paths, "PROFILE_RESULTS", tmp_path / "results")
+    stats_file = tmp_path / "results" / "data_stats.json"
     stats = bmretriever.run(DataConfig(source="bmretriever", bmretriever_path=str(src), dev_rows=0,
-                                       split_tolerance=None), tmp_path / "processed")
+                                       split_tolerance=None), tmp_path / "processed", stats_file)
     assert stats["split_sizes"] == {"med_real": 3, "med_synth": 3, "search": 3, "nlu": 3}
     rows = read_triples(tmp_path / "processed" / "splits" / "search.jsonl")
     assert rows[0]["instruction"].startswith("Given a web search query") and rows[0]["query"] == "what is a statin"
@@ -72,15 +72,15 @@ def _write_rows(tmp_path, counts):
 
 def test_split_sizes_are_checked_against_table_2(tmp_path, monkeypatch):
     """Shares within 2% of Table 2's pass; a mapping that moves a dataset fails naming every count."""
-    monkeypatch.setattr(bmretriever.paths, "PROFILE_RESULTS", tmp_path / "results")
+    stats_file = tmp_path / "results" / "data_stats.json"
     paper = {"med_synth": 431, "med_real": 306, "search": 438, "nlu": 251}  # Table 2 in thousands
     ok = DataConfig(source="bmretriever", bmretriever_path=str(_write_rows(tmp_path, paper)), dev_rows=0)
-    assert bmretriever.run(ok, tmp_path / "p1")["split_sizes"] == paper
+    assert bmretriever.run(ok, tmp_path / "p1", stats_file)["split_sizes"] == paper
     table = [("web search query", "nlu"), *bmretriever.INSTRUCTION_TABLE]  # MS MARCO moved into NLU
     moved = ok.model_copy(update={"split_patterns": table})
     with pytest.raises(DataError, match=r"does not reproduce Table 2 within 2%: .*search: 0 rows.*"
                                         r"nlu: 689 rows, 48.3% of 1426 \(Table 2: 251000, 17.6%"):
-        bmretriever.run(moved, tmp_path / "p2")
+        bmretriever.run(moved, tmp_path / "p2", stats_file)
     stats = json.loads((tmp_path / "results" / "data_stats.json").read_text())  # written before the error
     assert {"instruction": ROWS[0]["query"][0], "split": "nlu", "rows": 438} in stats["instruction_counts"]
     assert (tmp_path / "p1" / "tasks" / "hub.json").exists()  # the declared output exists in this profile too
@@ -127,12 +127,12 @@ def test_ft_data_json_array_streams_like_json_lines(tmp_path):
 
 
 def test_ft_data_bad_rows_are_counted_and_skipped_up_to_the_cap(tmp_path, monkeypatch):
-    monkeypatch.setattr(bmretriever.paths, "PROFILE_RESULTS", tmp_path / "results")
+    stats_file = tmp_path / "results" / "data_stats.json"
     good = [json.dumps(r) for r in ROWS]
     src = tmp_path / "ft_data.json"
     src.write_text("\n".join(good[:6] + ['{"query": "q", "pos": ["p"], "neg": [""]}', "{oops"] + good[6:]) + "\n")
     cfg = DataConfig(source="bmretriever", bmretriever_path=str(src), dev_rows=0, split_tolerance=None)
-    stats = bmretriever.run(cfg, tmp_path / "processed")
+    stats = bmretriever.run(cfg, tmp_path / "processed", stats_file)
     assert sum(stats["split_sizes"].values()) == len(ROWS)
     assert stats["bad_rows"]["count"] == 2 and stats["bad_rows"]["reasons"] == {"negative: empty": 1,
                                                                                "not valid JSON": 1}
@@ -142,7 +142,7 @@ def test_ft_data_bad_rows_are_counted_and_skipped_up_to_the_cap(tmp_path, monkey
                  for r in read_triples(tmp_path / "processed" / "splits" / f"{s}.jsonl"))
     assert ids == [i for i in range(len(ROWS) + 2) if i not in (6, 7)]
     with pytest.raises(DataError, match=r"more than 1 rows cannot be read .*data.max_bad_rows.*line 7: negative: empty"):
-        bmretriever.run(cfg.model_copy(update={"max_bad_rows": 1}), tmp_path / "p2")
+        bmretriever.run(cfg.model_copy(update={"max_bad_rows": 1}), tmp_path / "p2", stats_file)
 
 
 @pytest.mark.parametrize("instruction,split", [

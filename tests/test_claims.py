@@ -3,14 +3,17 @@
 import json
 
 from stm.figures.claims import main_line_claims
+from stm.paths import Layout
 
 
 def _merging(tmp_path, experts, weights):
     test = {"scores": {}, "averages": {"all": 0.5}}
     report = {"experts": experts, "methods": {"ties": {"chosen": {"weights": weights, "densities": [0.5] * len(weights),
                                                                   "score": 0.6}, "test": test}}}
-    (tmp_path / "merging.json").write_text(json.dumps(report))
-    return tmp_path
+    layout = Layout("embedded", "b", tmp_path)
+    layout.merging_record.parent.mkdir(parents=True)
+    layout.merging_record.write_text(json.dumps(report))
+    return layout
 
 
 def test_reordered_experts_the_best_merge_names_the_expert_it_drops(tmp_path):

@@ -30,7 +30,8 @@ def test_an_ablation_index_out_of_range_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args,named", [(["gepa", "huge"], "'huge' is not a budget"),
-                                        (["po", "gp10"], "the index 'gp10' is not a number")])
+                                        (["po", "gp10"], "the index 'gp10' is not a number"),
+                                        (["variant", "1"], "does not name the variant '1'")])
 def test_an_ablation_cell_name_is_checked(tmp_path, args, named):
     proc = run_cli(tmp_path, "profile: smoke\n", "ablate", *args)
     assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr
@@ -148,7 +149,7 @@ def test_train_without_a_name_writes_a_scratch_run_outside_every_tracked_output(
     from stm.training import stage
 
     seen = {}
-    monkeypatch.setattr(stage, "train_and_evaluate", lambda cfg, ecfg, expert, name, **kw: seen.update(kw, name=name))
+    monkeypatch.setattr(stage, "train_and_evaluate", lambda layout, cfg, ecfg, expert, name, **kw: seen.update(kw, name=name))
     assert cli.main(["train", "--expert", "search"]) == 0
     out, result = seen["out"], seen["result"]
     assert seen["name"] is None and out.is_relative_to(paths.ROOT / "runs") and result.is_relative_to(out)

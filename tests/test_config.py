@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from stm import config
@@ -146,6 +148,15 @@ def test_a_preset_sits_between_the_group_and_the_profile(tmp_path):
     assert config.load("prompts", p).optimizer == "gepa"
     assert config.load("training", p, backbone="small").learning_rate == 0.1  # another backbone: no preset
     assert config.active_run(p) == ("paper", "big")
+    run = config.Run.of(params=p)  # the run object: validated keys, its groups resolved for it, its folders
+    assert (run.profile, run.backbone, run.load("training").learning_rate) == ("paper", "big", 0.01)
+    assert run.paths.experts.parts[-3:] == ("paper", "big", "experts")
+    other = config.Run.of("smoke", "small", p)  # a notebook's parameters in place of the file's keys
+    assert (other.load("training").backbone, other.paths.results.parts[-2:]) == ("small", ("smoke", "small"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.profile = "embedded"  # built once, never rewritten
+    with pytest.raises(ConfigError, match="profile: 'nope' is not one of"):
+        config.Run.of("nope", params=p)
 
 
 @pytest.mark.parametrize("text,named", [
@@ -202,19 +213,19 @@ def test_paper_ablations_are_configured_at_paper_scale():
     assert a.variant_experts == ["med_real", "med_synth", "search", "nlu", "all"]
 
 
-def test_every_expert_of_table_4_gets_a_cell_and_its_own_record(monkeypatch, tmp_path):
-    from stm import paths
+def test_every_expert_of_table_4_gets_a_cell_and_its_own_record(tmp_path):
+    from stm.paths import Layout
     from stm.training.ablations import cell
     from stm.training.stage import result_path
 
-    monkeypatch.setattr(paths, "RESULTS", tmp_path)
+    layout = Layout("paper", "b", tmp_path)
     a = config.load("ablations", profile="paper")
-    cells = [cell(a, [10, 20], "variant", 2, expert=e) for e in a.variant_experts]
-    assert [(e, n, o["variant"], o["variants"]) for e, n, o in cells][0] == ("med_real", "variant/2/med_real", "po", {})
+    cells = [cell(a, [10, 20], "variant", "po", expert=e) for e in a.variant_experts]
+    assert [(e, n, o["variant"], o["variants"]) for e, n, o in cells][0] == ("med_real", "variant/po/med_real", "po", {})
     assert all("max_steps" not in o for _, _, o in cells)  # null steps: the paper's one-epoch schedule
-    assert {result_path(e, n) for e, n, _ in cells} == {tmp_path / "ablations" / "variant_2" / f"{e}.json"
-                                                         for e in a.variant_experts}
-    assert result_path("all", "size/0-1") == tmp_path / "ablations" / "size_0-1.json"
+    assert {result_path(layout, e, n) for e, n, _ in cells} == {layout.results / "ablations" / "variant_po" / f"{e}.json"
+                                                                 for e in a.variant_experts}
+    assert result_path(layout, "all", "size/0-1") == layout.results / "ablations" / "size_0-1.json"
 
 
 def test_dtype_auto_is_resolved_in_one_place_and_configs_keep_the_result(monkeypatch):

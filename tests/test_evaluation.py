@@ -54,17 +54,19 @@ def test_a_perfect_encoder_scores_one(beir_folder):
 
 
 def test_task_registry_resolution_and_errors(tmp_path):
-    spec = resolve("SciFact")
+    spec = resolve("SciFact", None)
     assert spec.kind == "mteb" and spec.instruction == PAPER_TASKS["SciFact"][1]
     assert sum(g == "medical" for g, _, _ in PAPER_TASKS.values()) == 7
     with pytest.raises(TaskError, match="unknown task 'NotATask'"):
-        resolve("NotATask")
+        resolve("NotATask", None)
     with pytest.raises(TaskError, match="not built yet"):
-        resolve("pubmed-claims", "test", tmp_path)
+        resolve("pubmed-claims", tmp_path, "test")
+    with pytest.raises(TaskError, match="no task folder given"):  # an embedded task is the run's: never ambient
+        resolve("pubmed-claims", None, "test")
 
 
 def test_mteb_task_gets_the_paper_instruction_without_download():
-    task = to_mteb(resolve("TRECCOVID"))
+    task = to_mteb(resolve("TRECCOVID", None))
     assert task.metadata.prompt["query"] == "Given a query on COVID-19, retrieve documents that answer the query"
 
 
@@ -75,9 +77,9 @@ def test_averages_follow_the_paper_groups():
 
 
 def test_task_metadata_is_mtebs_own_with_our_instruction(tmp_path, beir_folder):
-    meta = resolve("SciFact").metadata()
+    meta = resolve("SciFact", None).metadata()
     assert meta.name == "SciFact" and meta.prompt["query"] == PAPER_TASKS["SciFact"][1]
-    local = resolve(str(beir_folder)).metadata()
+    local = resolve(str(beir_folder), None).metadata()
     assert local.name == "MyTask" and local.eval_splits == ["test"] and local.prompt["query"] == "Find the document"
 
 
@@ -87,7 +89,7 @@ def test_bare_backbone_is_evaluated_with_the_training_format(tiny_model, beir_fo
 
     fmt = FormatConfig(pooling="mean", max_passage_tokens=40)
     r = score_model(R.build(str(tiny_model), fmt), EvaluationConfig(dtype="float32"), "bare",
-                    [resolve(str(beir_folder))], "test")
+                    [resolve(str(beir_folder), None)], "test")
     assert r["model"]["pooling"] == "mean" and r["model"]["document_length"] == 40
     assert r["model"]["prompts"]["document"] == "Represent this passage\npassage: "
 
@@ -143,7 +145,7 @@ def test_each_paper_task_is_scored_on_the_splits_mteb_gives_it(name):
     """Offline: NanoFEVER and NanoQuora have only train, CUREv1's splits are disciplines (and 'all'), English only."""
     import mteb
 
-    spec = resolve(name, "test")
+    spec = resolve(name, None, "test")
     assert tuple(spec.splits) == MTEB_SPLITS[name]
     assert tuple(mteb.get_task(name).metadata.eval_splits) == MTEB_SPLITS[name]  # the library still says so
     assert list(to_mteb(spec).eval_splits) == list(MTEB_SPLITS[name])  # what mteb.evaluate scores
@@ -153,7 +155,7 @@ def test_each_paper_task_is_scored_on_the_splits_mteb_gives_it(name):
 
 @pytest.mark.parametrize("name", ["NFCorpus", "FiQA2018", "QuoraRetrieval", "DBPedia"])
 def test_dev_sets_use_their_official_dev_split(name):
-    spec = resolve(name, "dev")
+    spec = resolve(name, None, "dev")
     assert spec.splits == ("dev",) and list(to_mteb(spec).eval_splits) == ["dev"]  # what mteb.evaluate scores
 
 
@@ -171,11 +173,11 @@ def test_tasks_command_prints_the_paper_tasks_and_dev_sets():
 
 def test_the_variant_map_is_chosen_on_dev_never_on_test(tmp_path, monkeypatch):
     """Per expert, the best dev average wins (FT on a tie), even where test says otherwise; test is only shown."""
-    from stm import paths
     from stm.figures.claims import variant_map
     from stm.io import write_json
+    from stm.paths import Layout
 
-    monkeypatch.setattr(paths, "RESULTS", tmp_path)
+    layout = Layout("embedded", "b", tmp_path)
     qs = [f"q{i}" for i in range(50)]
 
     def rec(expert, variant, score):
@@ -186,12 +188,11 @@ def test_the_variant_map_is_chosen_on_dev_never_on_test(tmp_path, monkeypatch):
         ("search", "ft"): (0.50, 0.40), ("search", "shn"): (0.55, 0.30),  # SHN wins on dev, loses on test
         ("nlu", "ft"): (0.50, 0.30), ("nlu", "po"): (0.45, 0.60),        # PO loses on dev: FT, whatever test says
         ("med_real", "ft"): (0.50, 0.3), ("med_real", "shn"): (0.50, 0.4)}  # a tie: FT
-    index = {"ft": 0, "shn": 1, "po": 2}
     for (expert, variant), (dev, test) in cells.items():
-        write_json(tmp_path / "ablations" / f"variant_{index[variant]}" / f"{expert}.json", rec(expert, variant, test))
-        write_json(tmp_path / "ablations" / f"variant_{index[variant]}" / "dev" / f"{expert}.json",
+        write_json(layout.ablation_results / f"variant_{variant}" / f"{expert}.json", rec(expert, variant, test))
+        write_json(layout.ablation_results / f"variant_{variant}" / "dev" / f"{expert}.json",
                    rec(expert, variant, dev))
-    rows = {r["expert"]: r for r in variant_map()}
+    rows = {r["expert"]: r for r in variant_map(layout)}
     assert {e: r["chosen on dev"] for e, r in rows.items()} == {"search": "shn", "nlu": "ft", "med_real": "ft"}
     assert rows["search"]["chosen - FT, dev [95% CI]"].endswith("holds")
     assert rows["nlu"]["test po"] == 0.60 and rows["search"]["dev shn"] == 0.55
@@ -208,7 +209,7 @@ def test_per_query_scores_of_an_mteb_task_come_from_mteb_and_average_to_its_numb
     from stm.rehearsal.standins import build_tasks
 
     root = build_tasks(tmp_path / "tasks", ["CUREv1"], [])
-    spec = resolve("CUREv1", "test", None, root)
+    spec = resolve("CUREv1", None, "test", root)
     model = R.build(str(tiny_model), FormatConfig(max_query_tokens=16, max_passage_tokens=24), device="cpu")
     rec = evaluate(Encoder(model, "tiny"), [spec], "test")
     per_query = rec["per_query_ndcg_at_10"]["CUREv1"]

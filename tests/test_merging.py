@@ -174,8 +174,8 @@ def test_merge_stage_rerun_reuses_every_cached_score(experts, texts, tmp_path):
     from stm.merging.run import run
 
     mcfg, ecfg, adapter_map, folder = _merge_stage_inputs(experts, texts, tmp_path)
-    first = run(mcfg, ecfg, adapter_map, tmp_path / "merged", tmp_path / "merging.json")
-    again = run(mcfg, ecfg, adapter_map, tmp_path / "merged", tmp_path / "merging.json")
+    first = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "merged", tmp_path / "merging.json")
+    again = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "merged", tmp_path / "merging.json")
     a, b = first["methods"]["linear"], again["methods"]["linear"]
     assert (a["candidates_reused"], b["candidates_reused"]) == (0, 3)
     assert b["history"] == a["history"] and b["test"]["scores"] == a["test"]["scores"]
@@ -227,7 +227,8 @@ def slow(*a, **k):  # each candidate waits once scored, so the parent can kill b
     return value
 M.dev_score = slow
 mcfg, ecfg = MergingConfig.model_validate_json(sys.argv[1]), EvaluationConfig.model_validate_json(sys.argv[2])
-M.run(mcfg, ecfg, {k: Path(v) for k, v in json.loads(sys.argv[3]).items()}, Path(sys.argv[4]), Path(sys.argv[5]))
+M.run(mcfg, ecfg, {k: Path(v) for k, v in json.loads(sys.argv[3]).items()}, Path(sys.argv[4]).parent / "tasks",
+      Path(sys.argv[4]), Path(sys.argv[5]))
 """
 
 
@@ -256,8 +257,8 @@ def test_a_sigkilled_merge_search_resumes_to_the_same_choice(experts, texts, tmp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "merging.json").exists()
-    resumed = run(mcfg, ecfg, adapter_map, tmp_path / "killed" / "merged", tmp_path / "killed" / "merging.json")
-    whole = run(mcfg, ecfg, adapter_map, tmp_path / "whole" / "merged", tmp_path / "whole" / "merging.json")
+    resumed = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "killed" / "merged", tmp_path / "killed" / "merging.json")
+    whole = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "whole" / "merged", tmp_path / "whole" / "merging.json")
     a, b = resumed["methods"]["linear"], whole["methods"]["linear"]
     assert a["candidates_reused"] >= 1
     assert a["history"] == b["history"] and a["chosen"] == b["chosen"] and a["test"]["scores"] == b["test"]["scores"]
@@ -335,7 +336,7 @@ def test_a_method_merges_its_own_expert_variant(experts, texts, tmp_path):
     mcfg = mcfg.model_copy(update={"methods": ["linear", "task_arithmetic"], "variants": {"linear": {"med_real": "po"}},
                                    "search": mcfg.search.model_copy(update={"budget": 1})})
     own = {"linear": {"med_real": po, "search": adapter_map["search"]}}
-    report = run(mcfg, ecfg, adapter_map, tmp_path / "merged", tmp_path / "merging.json", method_adapters=own)
+    report = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "merged", tmp_path / "merging.json", method_adapters=own)
     linear, ta = report["methods"]["linear"], report["methods"]["task_arithmetic"]
     assert linear["variants"] == {"med_real": "po"} and "variants" not in ta
     assert [m["model"] for m in linear["mergekit_config"]["models"]][0].endswith("med_real-po")
@@ -350,25 +351,26 @@ def test_a_method_merges_its_own_expert_variant(experts, texts, tmp_path):
     assert (shipped - with_variant).abs().max() < 1e-4 < (shipped - with_own).abs().max()
 
 
-def test_the_merge_stage_finds_each_methods_expert_variant(tmp_path, monkeypatch):
+def test_the_merge_stage_finds_each_methods_expert_variant(tmp_path):
     """The training stage's own adapter unless merging.variants names another variant, then the one it trained beside."""
-    from stm import paths
     from stm.config import MergingConfig
     from stm.io import DataError, write_json
     from stm.merging.stage import expert_adapters
+    from stm.paths import Layout
 
-    monkeypatch.setattr(paths, "EXPERTS", tmp_path)
+    layout = Layout("embedded", "b", tmp_path)
+    experts = layout.experts
     for e, v in (("med_real", "ft"), ("search", "po")):
-        (tmp_path / e / "adapter").mkdir(parents=True)
-        (tmp_path / e / "adapter" / "adapter_config.json").write_text("{}")
-        write_json(tmp_path / e / "train_record.json", {"variant": v})
+        (experts / e / "adapter").mkdir(parents=True)
+        (experts / e / "adapter" / "adapter_config.json").write_text("{}")
+        write_json(experts / e / "train_record.json", {"variant": v})
     mcfg = MergingConfig(methods=["linear", "ties"], experts=["med_real", "search"],
                          variants={"linear": {"med_real": "po", "search": "po"}})
     with pytest.raises(DataError, match=r"med_real/variants/po/adapter.*run the training stages"):
-        expert_adapters(mcfg, "linear")
-    (tmp_path / "med_real" / "variants" / "po" / "adapter").mkdir(parents=True)
-    (tmp_path / "med_real" / "variants" / "po" / "adapter" / "adapter_config.json").write_text("{}")
-    assert expert_adapters(mcfg, "linear") == {"med_real": tmp_path / "med_real" / "variants" / "po" / "adapter",
-                                               "search": tmp_path / "search" / "adapter"}  # its own variant already
-    assert expert_adapters(mcfg, "ties") == {e: tmp_path / e / "adapter" for e in ("med_real", "search")}
+        expert_adapters(layout, mcfg, "linear")
+    (experts / "med_real" / "variants" / "po" / "adapter").mkdir(parents=True)
+    (experts / "med_real" / "variants" / "po" / "adapter" / "adapter_config.json").write_text("{}")
+    assert expert_adapters(layout, mcfg, "linear") == {"med_real": experts / "med_real" / "variants" / "po" / "adapter",
+                                               "search": experts / "search" / "adapter"}  # its own variant already
+    assert expert_adapters(layout, mcfg, "ties") == {e: experts / e / "adapter" for e in ("med_real", "search")}
     assert mcfg.merge_variants("med_real") == ["po"] and mcfg.merge_variants("nlu") == []

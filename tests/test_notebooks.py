@@ -6,6 +6,7 @@ import json
 import pytest
 
 from stm import notebooks, paths
+from stm.paths import Layout
 from stm.notebooks import LiveStream
 
 
@@ -53,8 +54,7 @@ def test_a_notebook_stage_prints_no_papermill_warning_per_progress_refresh(tmp_p
     (tmp_path / "nb").mkdir()
     (tmp_path / "nb" / "99_probe.ipynb").write_text(json.dumps(nb))
     monkeypatch.setattr(paths, "NOTEBOOKS", tmp_path / "nb")
-    monkeypatch.setattr(paths, "REPORTS", tmp_path / "reports" / "p" / "b")
-    out = notebooks.execute("99_probe", {"n": 3})
+    out = notebooks.execute(Layout("p", "b", tmp_path), "99_probe", {"n": 3})
     printed = capfd.readouterr()
     assert out == tmp_path / "reports" / "p" / "b" / "99_probe.ipynb" and out.with_suffix(".html").exists()
     assert "done 3" in printed.out

@@ -109,12 +109,12 @@ def test_every_stage_ran_every_notebook_executed_every_figure_exists(smoke_repo)
     assert {"00_data", "01_synthesis", "02_prompts", "04_merge", "05_results", "06_ablations"} <= executed
     assert {f"03_train_{e}" for e in ("med_real", "med_synth", "search", "nlu", "all")} <= executed
     # Table 4: one record per variant and ablated expert; the main line trained each expert in its own variant
-    assert all((repo / SMOKE / "ablations" / f"variant_{i}" / "search.json").exists() for i in range(4))
+    variants = ["ft", "shn", "po", "shn_po"]  # cells named by their variant, in dvc.yaml and results/
+    assert all((repo / SMOKE / "ablations" / f"variant_{v}" / "search.json").exists() for v in variants)
     # ... and on the merge-selection dev sets, which choose the variant map (never test)
-    dev = [json.loads((repo / SMOKE / "ablations" / f"variant_{i}" / "dev" / "search.json").read_text())
-           for i in range(4)]
-    assert {d["split"] for d in dev} == {"dev"} and [d["model"]["train"]["variant"] for d in dev] == \
-        ["ft", "shn", "po", "shn_po"]
+    dev = [json.loads((repo / SMOKE / "ablations" / f"variant_{v}" / "dev" / "search.json").read_text())
+           for v in variants]
+    assert {d["split"] for d in dev} == {"dev"} and [d["model"]["train"]["variant"] for d in dev] == variants
     trained = {e: json.loads((repo / SMOKE / "experts" / f"{e}.json").read_text())["model"]["train"]["variant"]
                for e in ("med_real", "search", "nlu")}
     assert trained == {"med_real": "ft", "search": "shn_po", "nlu": "po"}  # the smoke profile's variant map

@@ -36,7 +36,7 @@ def test_gp_pools_are_deduplicated_filtered_and_nested(tmp_path, monkeypatch):
                "Match the query to passages that contain its answer and its context.", "ok"]
     monkeypatch.setattr(optimizers, "build_generator", lambda cfg: FakeGenerator(outputs))
     cfg = PromptsConfig(gp_sizes=[1, 2, 3], gp_size=2)
-    selected = optimizers.run(cfg, tmp_path)  # the main line: its own pool only, one batch of samples
+    selected = optimizers.run(cfg, tmp_path, tmp_path / "splits_dev")  # the main line: its own pool only, one batch of samples
     assert not (tmp_path / "gp.json").exists() and selected["sampled"] == cfg.generator.batch_size
     optimizers.gp_pools(cfg, tmp_path)  # the ablation's pools extend the same sample cache
     gp = json.loads((tmp_path / "gp.json").read_text())
@@ -70,20 +70,19 @@ def test_gepa_runs_through_the_library_on_dev_rows_and_saves_history(tiny_model,
     for r in rows[:7]:  # the split's own, most frequent instruction seeds GEPA (the paper's set-up)
         r["instruction"] = "Given a premise, retrieve a hypothesis that is entailed by the premise"
     write_jsonl(processed / "splits_dev" / "nlu.jsonl", rows)
-    monkeypatch.setattr(gepa_adapter.paths, "PROCESSED", processed)
     monkeypatch.setattr(gepa_adapter, "build_generator", lambda cfg: FakeGenerator(
         ["```\nRetrieve the abstract whose findings support the given claim about patients.\n```"]))
     retriever = R.build(str(tiny_model), FormatConfig(max_query_tokens=16, max_passage_tokens=24))
     cfg = PromptsConfig(optimizer="gepa", gepa={"budget": "light", "max_metric_calls": 30, "train_examples": 6,
                                                "reflection_minibatch_size": 2})
-    best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, retriever)
+    best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, processed / "splits_dev", retriever)
     assert history and all(0.0 <= h["val_score"] <= 1.0 for h in history)
     assert history[0]["instruction"] == "Given a premise, retrieve a hypothesis that is entailed by the premise"
     assert best in [h["instruction"] for h in history]
     # the paper's train and validation sets are full-sized and disjoint: too few dev rows is an error, not a shrink
     with pytest.raises(DataError, match=r"nlu.jsonl: GEPA \(light\) needs 7 train \+ 7 validation examples, found 12"):
         gepa_adapter.optimize_split(cfg.model_copy(update={"gepa": cfg.gepa.model_copy(update={"train_examples": 7})}),
-                                    "nlu", tmp_path, retriever)
+                                    "nlu", tmp_path, processed / "splits_dev", retriever)
 
 
 def test_the_paper_profile_runs_gepa_as_the_paper_set_it_up(tmp_path):
@@ -146,7 +145,6 @@ def test_gepa_budget_follows_dspy_auto_and_scores_more_than_the_seed(tiny_model,
     for level, (n, _) in gepa_adapter.BUDGETS.items():
         assert gepa_adapter.auto_metric_calls(level, n) > n
     write_jsonl(processed / "splits_dev" / "nlu.jsonl", make_triples(12, "nlu", seed=5))
-    monkeypatch.setattr(gepa_adapter.paths, "PROCESSED", processed)
     proposals = [f"```\n{text}\n```" for text in (
         "Retrieve the abstract whose findings support the claim.", "Find passages about the same disease.",
         "Given a question, return the passage that answers it.", "Match the query words in the passage title.",
@@ -155,12 +153,12 @@ def test_gepa_budget_follows_dspy_auto_and_scores_more_than_the_seed(tiny_model,
     retriever = R.build(str(tiny_model), FormatConfig(max_query_tokens=16, max_passage_tokens=24))
     cfg = PromptsConfig(optimizer="gepa", gepa={"budget": "light", "max_metric_calls": None, "train_examples": 4,
                                                "reflection_minibatch_size": 2})
-    best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, retriever)
+    best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, processed / "splits_dev", retriever)
     assert len(history) > 1  # the seed and at least one proposal were scored on the validation set
     assert best == max(history, key=lambda h: h["val_score"])["instruction"]
     with pytest.raises(ConfigError, match="max_metric_calls: 4 calls do not exceed the 4 validation examples"):
         gepa_adapter.optimize_split(cfg.model_copy(update={"gepa": cfg.gepa.model_copy(update={"max_metric_calls": 4})}),
-                                    "nlu", tmp_path / "again", retriever)
+                                    "nlu", tmp_path / "again", processed / "splits_dev", retriever)
 
 
 def test_gp_as_generated_keeps_whole_prompts_unfiltered_as_the_paper(tmp_path, monkeypatch):

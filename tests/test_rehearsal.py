@@ -109,8 +109,8 @@ def test_the_paper_profile_runs_end_to_end_on_stand_ins(rehearsal_repo):
     assert sum(stats["split_sizes"].values()) == 141
     # the stand-in's three unreadable rows were counted and skipped, not fatal, and named where they are
     assert stats["bad_rows"]["count"] == 3 and stats["bad_rows"]["first"][0].startswith("line 142: negative: empty")
-    for i in range(4):  # Table 4 for every expert and FT-all
-        assert {p.stem for p in (run / "ablations" / f"variant_{i}").glob("*.json")} == \
+    for v in ("ft", "shn", "po", "shn_po"):  # Table 4 for every expert and FT-all
+        assert {p.stem for p in (run / "ablations" / f"variant_{v}").glob("*.json")} == \
             {"med_real", "med_synth", "search", "nlu", "all"}
     for i in range(4):  # Table 10 as the paper ran it: FT-all with each GP-N pool...
         train = json.loads((run / "ablations" / f"po_{i}.json").read_text())["model"]["train"]
@@ -139,11 +139,12 @@ def test_the_rehearsal_scores_are_scores_and_training_moves_them(rehearsal_repo)
 def test_the_paper_claims_carry_intervals_on_the_mteb_stand_ins(rehearsal_repo):
     """Per-query scores of MTEB tasks come from mteb's own hook, so the claims table has intervals, not 'not measured'."""
     from stm.figures.claims import main_line_claims
+    from stm.paths import Layout
 
     run = rehearsal_repo[0] / "results" / "rehearsal" / "qwen3-0.6b"
     backbone = json.loads((run / "backbone.json").read_text())
     assert set(backbone["per_query_ndcg_at_10"]) == set(backbone["scores"])  # every MTEB stand-in, CUREv1's splits too
-    rows = main_line_claims(run)
+    rows = main_line_claims(Layout("rehearsal", "qwen3-0.6b", rehearsal_repo[0]))
     measured = [r for r in rows if "ci95" in r]
     assert measured and all(r["ci95"][0] <= r["diff"] <= r["ci95"][1] for r in measured)
     assert not [r for r in rows if r["verdict"].startswith("not measured")]

@@ -19,7 +19,7 @@ def big_task(tmp_path):
     queries = {f"q{i}": " ".join(corpus[f"d{i}"].split()[:4]) for i in range(30)}
     qrels = {f"q{i}": {f"d{i}": 1, f"d{100 + i}": 2} for i in range(30)}
     folder = write_beir(tmp_path / "big", corpus, queries, qrels, "dev", {"name": "Big", "instruction": "Find it"})
-    return resolve(str(folder), "dev")
+    return resolve(str(folder), None, "dev")
 
 
 def test_a_sample_keeps_the_judged_documents_and_is_seeded(big_task, tmp_path):

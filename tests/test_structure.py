@@ -166,7 +166,7 @@ def test_committed_results_record_no_absolute_path_of_a_machine():
 
 
 def stage_param_groups(cmd: str) -> set[str]:
-    """The params groups one stage command resolves (``config.load("<group>")`` in its handler or notebook)."""
+    """The params groups one stage command resolves (``run.load("<group>")`` in its handler or notebook)."""
     import re
 
     args = cmd.split()
@@ -176,7 +176,7 @@ def stage_param_groups(cmd: str) -> set[str]:
     if args[3] == "notebook":
         nb = json.loads((ROOT / "notebooks" / f"{args[4]}.ipynb").read_text())
         code += "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    groups = set(re.findall(r"config\.load\(\s*['\"](\w+)['\"]", code))
+    groups = set(re.findall(r"(?:config|run)\.load\(\s*['\"](\w+)['\"]", code))
     # a backbone preset (params.yaml `backbones:`) feeds the training, prompts and merging groups
     if not groups:
         return set()
@@ -263,19 +263,20 @@ def test_runs_of_different_profiles_and_backbones_never_share_an_output(tmp_path
         (tmp_path / "params.yaml").write_text(re.sub(r"(?m)^backbone: \S+", f"backbone: {backbone}",
                                                      text.replace("profile: embedded", f"profile: {profile}", 1), count=1))
         outs[profile, backbone] = _dvc_outs(tmp_path)
-        layout = {k: str(v.relative_to(paths.ROOT)) for k, v in paths.layout(profile, backbone).items()}
+        lay = paths.Layout(profile, backbone)
+        rel = lay.relative
         stage = outs[profile, backbone]
-        assert f"{layout['EXPERTS']}/med_real" in stage["train@med_real"]
-        assert f"{layout['RESULTS']}/experts/med_real.json" in stage["train@med_real"]
-        assert f"{layout['REPORTS']}/03_train_med_real.ipynb" in stage["train@med_real"]
-        assert {layout["MERGED"], f"{layout['RESULTS']}/merging.json"} <= stage["merge"]
-        assert f"{layout['PROMPTS']}/selected.json" in stage["prompts"]
-        assert {layout["SPLITS"], layout["TASKS"], f"{layout['PROFILE_RESULTS']}/data_stats.json",
-                f"{layout['PROFILE_REPORTS']}/00_data.ipynb"} <= stage["data"]
+        assert rel(lay.expert_dir("med_real")) in stage["train@med_real"]
+        assert rel(lay.expert_result("med_real")) in stage["train@med_real"]
+        assert f"{rel(lay.reports)}/03_train_med_real.ipynb" in stage["train@med_real"]
+        assert {rel(lay.merged), rel(lay.merging_record)} <= stage["merge"]
+        assert rel(lay.selected_prompts) in stage["prompts"]
+        assert {rel(lay.splits), rel(lay.tasks), rel(lay.data_stats),
+                f"{rel(lay.profile_reports)}/00_data.ipynb"} <= stage["data"]
         # stm.notebooks.PROFILE_NOTEBOOKS: the notebooks whose reports DVC declares per profile
-        assert {f"{layout['SYNTH']}/shn", f"{layout['PROFILE_REPORTS']}/01_synthesis.ipynb"} <= stage["synthesis"]
-        assert f"{layout['REPORTS']}/02_prompts.ipynb" in stage["prompts"]
-        assert f"{layout['PROFILE_RESULTS']}/baselines.json" in stage["baselines"]
+        assert {rel(lay.shn), f"{rel(lay.profile_reports)}/01_synthesis.ipynb"} <= stage["synthesis"]
+        assert f"{rel(lay.reports)}/02_prompts.ipynb" in stage["prompts"]
+        assert rel(lay.baselines) in stage["baselines"]
     shared = {"data/assets/models", "data/assets/pubmed"}
     for i, a in enumerate(RUNS):
         for b in RUNS[i + 1:]:

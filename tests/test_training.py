@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -176,23 +178,23 @@ def test_a_training_stage_launches_its_own_processes_and_only_rank_0_writes(tiny
     """training.processes: 2 makes the stage itself run torch.distributed (gloo on CPU processes here)."""
     import json
 
-    from stm import paths
     from stm.config import EvaluationConfig
+    from stm.paths import Layout
     from stm.training.launch import processes
     from stm.training.stage import train_and_evaluate
 
-    monkeypatch.setattr(paths, "PROCESSED", processed)
-    monkeypatch.setattr(paths, "EXPERTS", tmp_path / "experts")
+    layout = Layout("embedded", "b", tmp_path)
+    shutil.copytree(processed, layout.processed)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     cfg = tiny_cfg(tiny_model, max_steps=2, processes=2)
     assert processes(cfg) == 2 and processes(cfg.model_copy(update={"processes": "auto"})) >= 1
-    out = train_and_evaluate(cfg, EvaluationConfig(), "nlu", evaluate=False)
+    out = train_and_evaluate(layout, cfg, EvaluationConfig(), "nlu", evaluate=False)
     assert out["train"]["world_size"] == 2
-    folder = tmp_path / "experts" / "nlu"
+    folder = layout.experts / "nlu"
     assert (folder / "adapter" / "adapter_config.json").exists()
     assert json.loads((folder / "train_record.json").read_text())["world_size"] == 2
-    assert not list(tmp_path.glob("experts/.nlu-launch.json"))  # the launch spec is scratch
+    assert not list(layout.experts.glob(".nlu-launch.json"))  # the launch spec is scratch
     monkeypatch.setenv("WORLD_SIZE", "2")  # already inside torchrun: nothing more is launched
     assert processes(cfg) == 1
 
@@ -345,21 +347,20 @@ def test_gradcache_mini_batches_give_the_whole_batch_step(tiny_model, dropout):
 
 def test_an_expert_stage_also_trains_the_variant_a_merge_method_takes(tiny_model, processed, tmp_path, monkeypatch):
     """merging.variants: Med-Real's stage trains its own variant (FT) and, beside it, the PO variant Linear merges."""
-    from stm import paths
     from stm.config import MergingConfig
     from stm.io import write_json
+    from stm.paths import Layout
     from stm.training.stage import train_merge_variants
 
-    monkeypatch.setattr(paths, "PROCESSED", processed)
-    monkeypatch.setattr(paths, "EXPERTS", tmp_path / "experts")
-    monkeypatch.setattr(paths, "PROMPTS", tmp_path / "prompts")
-    write_json(tmp_path / "prompts" / "selected.json", {"optimizer": "gp", "size": 2,
+    layout = Layout("embedded", "b", tmp_path)
+    shutil.copytree(processed, layout.processed)
+    write_json(layout.selected_prompts, {"optimizer": "gp", "size": 2,
                                                          "pools": {"*": ["Find the passage", "Retrieve documents"]}})
     cfg = tiny_cfg(tiny_model, max_steps=2)
     mcfg = MergingConfig(methods=["linear", "ties"], variants={"linear": {"med_real": "po"}, "ties": {"med_real": "ft"}})
-    records = train_merge_variants(cfg, mcfg, "med_real")
+    records = train_merge_variants(layout, cfg, mcfg, "med_real")
     assert list(records) == ["po"]  # FT is the stage's own variant: not trained twice
     assert records["po"]["variant"] == "po" and records["po"]["data"]["prompts"]["optimizer"] == "gp2"
-    assert (paths.expert_variant("med_real", "po") / "adapter" / "adapter_config.json").exists()
-    assert not (tmp_path / "experts" / ".med_real-variants" / "po").exists()  # moved into the stage's output
-    assert train_merge_variants(cfg, mcfg, "search") == {}
+    assert (layout.expert_variant("med_real", "po") / "adapter" / "adapter_config.json").exists()
+    assert not (layout.experts / ".med_real-variants" / "po").exists()  # moved into the stage's output
+    assert train_merge_variants(layout, cfg, mcfg, "search") == {}

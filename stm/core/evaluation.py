@@ -146,11 +146,12 @@ def averages(scores: dict[str, dict[str, float]], groups: dict[str, str], metric
     return out
 
 
-def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", model_record: dict | None = None,
-             task_root: Path | None = None) -> dict:
+def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", model_record: dict | None = None) -> dict:
+    """Score ``encoder`` on ``tasks``: specs, or MTEB names and BEIR folders (embedded tasks come as specs, built
+    from the run's task folder by ``task_specs``)."""
     import mteb
 
-    specs = [t if isinstance(t, TaskSpec) else resolve(t, split, task_root) for t in tasks]
+    specs = [t if isinstance(t, TaskSpec) else resolve(t, None, split) for t in tasks]
     scores, per_query = {}, {}
     for spec in specs:
         task, captured = to_mteb(spec), {}
@@ -181,8 +182,9 @@ def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", mode
     }
 
 
-def task_specs(cfg: EvaluationConfig, split: str | None = None, root: Path | None = None) -> list[TaskSpec]:
-    return [resolve(t, split or cfg.split, root, cfg.task_data) for t in cfg.tasks]
+def task_specs(cfg: EvaluationConfig, tasks: Path, split: str | None = None) -> list[TaskSpec]:
+    """The evaluation tasks of ``split`` (default ``evaluation.split``); ``tasks``: the run's embedded task folders."""
+    return [resolve(t, tasks, split or cfg.split, cfg.task_data) for t in cfg.tasks]
 
 
 def prefix_cache(cfg: EvaluationConfig, layers: int | None = None) -> PrefixCache | None:
@@ -202,7 +204,7 @@ def score_model(model, cfg: EvaluationConfig, name: str, specs: Sequence[TaskSpe
     return result
 
 
-def evaluate_model(source: str | Path, cfg: EvaluationConfig, name: str, split: str | None = None,
+def evaluate_model(source: str | Path, cfg: EvaluationConfig, name: str, tasks: Path, split: str | None = None,
                    out: Path | None = None, extra: dict | None = None, specs: Sequence[TaskSpec] | None = None,
                    prefix: PrefixCache | None = None) -> dict:
     """Evaluate a folder we wrote (expert or merge): loaded with plain ``SentenceTransformer(path)``; on ``specs``
@@ -210,16 +212,16 @@ def evaluate_model(source: str | Path, cfg: EvaluationConfig, name: str, split: 
     cache (an adapter's frozen layers are found in the adapter)."""
     model = R.load(source, cfg.dtype)
     prefix = prefix if prefix is not None else prefix_cache(cfg)
-    return score_model(model, cfg, name, specs or task_specs(cfg, split), split or cfg.split, extra, out, prefix)
+    return score_model(model, cfg, name, specs or task_specs(cfg, tasks, split), split or cfg.split, extra, out, prefix)
 
 
-def evaluate_backbone(backbone: str, cfg: EvaluationConfig, fmt, name: str = "backbone",
+def evaluate_backbone(backbone: str, cfg: EvaluationConfig, fmt, tasks: Path, name: str = "backbone",
                       bidirectional: bool = False, out: Path | None = None, frozen_layers: int | None = None) -> dict:
     """An untrained decoder in a given format (the 'before training' row). ``frozen_layers``: the bottom layers the
     run's LoRA leaves alone; their output is cached for every later model of the run (``evaluation.prefix_cache``)."""
-    instructions = {s.name: s.instruction for s in task_specs(cfg)}
-    model = R.build(backbone, fmt, cfg.dtype, bidirectional, instructions)
-    return score_model(model, cfg, name, task_specs(cfg), cfg.split, {"backbone": R.portable(backbone)}, out,
+    specs = task_specs(cfg, tasks)
+    model = R.build(backbone, fmt, cfg.dtype, bidirectional, {s.name: s.instruction for s in specs})
+    return score_model(model, cfg, name, specs, cfg.split, {"backbone": R.portable(backbone)}, out,
                        prefix_cache(cfg, frozen_layers))
 
 
@@ -248,11 +250,11 @@ def minilm():
 BASELINES = {"bm25": bm25, "minilm": minilm}
 
 
-def run_baselines(cfg: EvaluationConfig, out: Path | None = None) -> dict:
+def run_baselines(cfg: EvaluationConfig, tasks: Path, out: Path) -> dict:
     """BM25 (bm25s) and all-MiniLM-L6-v2 on the test tasks: ``results/baselines.json``."""
-    specs = task_specs(cfg)
+    specs = task_specs(cfg, tasks)
     records = {name: evaluate(BASELINES[name](), specs, cfg.split, {"name": name, "kind": "baseline"})
                for name in cfg.baselines}
     table = {"split": cfg.split, "baselines": records}
-    write_json(out or paths.PROFILE_RESULTS / "baselines.json", table)
+    write_json(out, table)
     return table

@@ -105,10 +105,11 @@ def sample_tasks(specs: Sequence[TaskSpec], cfg: DevSampleConfig, out_root: Path
     return [sample_task(s, cfg, out_root) for s in specs]
 
 
-def selection_sets(mcfg: MergingConfig, ecfg: EvaluationConfig, out_root: Path) -> list[TaskSpec]:
+def selection_sets(mcfg: MergingConfig, ecfg: EvaluationConfig, tasks: Path, out_root: Path) -> list[TaskSpec]:
     """The dev sets that choose: merge weights, and each expert's variant (Table 4 on dev). The dev split of
-    ``merging.dev_tasks`` (null: the evaluation tasks), sampled by ``merging.dev_sample``, written under ``out_root``."""
-    return sample_tasks([resolve(t, "dev", task_data=ecfg.task_data) for t in (mcfg.dev_tasks or ecfg.tasks)],
+    ``merging.dev_tasks`` (null: the evaluation tasks; embedded ones from ``tasks``), sampled by ``merging.dev_sample``,
+    written under ``out_root``."""
+    return sample_tasks([resolve(t, tasks, "dev", ecfg.task_data) for t in (mcfg.dev_tasks or ecfg.tasks)],
                         mcfg.dev_sample, out_root)
 
 

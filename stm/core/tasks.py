@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from stm import paths
 from stm.core.beir import read_beir, read_meta
 from stm.io import tree_hash
 
@@ -134,19 +133,20 @@ def mteb_splits(name: str, split: str) -> tuple[str, ...]:
     return tuple(mteb.get_task(name).metadata.eval_splits)
 
 
-def describe_tasks(names: list[str], split: str = "test") -> list[dict]:
+def describe_tasks(names: list[str], root: Path, split: str = "test") -> list[dict]:
     """One row per task: group, the splits and subsets mteb scores, and the query instruction (offline)."""
-    return [resolve(n, split).record() | {"role": split} for n in names]
+    return [resolve(n, root, split).record() | {"role": split} for n in names]
 
 
-def resolve(spec: str, split: str = "test", root: Path | None = None, task_data: str | Path | None = None) -> TaskSpec:
+def resolve(spec: str, root: Path | None, split: str = "test", task_data: str | Path | None = None) -> TaskSpec:
     """Map a task string to a :class:`TaskSpec`; an unknown name fails listing what is known.
 
     ``task_data``: a folder of local stand-ins for the MTEB tasks (the rehearsal); the task keeps mteb's metadata
     (splits, subsets), only its data is read from ``<task_data>/<name>/<subset>/``."""
-    root = Path(root or paths.TASKS)
     if spec in EMBEDDED_TASKS:
-        folder = root / split / spec
+        if root is None:
+            raise TaskError(f"embedded task {spec!r}: no task folder given (the run's data/processed/<profile>/tasks)")
+        folder = Path(root) / split / spec
         if not folder.exists():
             raise TaskError(f"embedded task {spec!r} ({split}) not built yet: {folder} missing; run the data stage")
         info = EMBEDDED_TASKS[spec]

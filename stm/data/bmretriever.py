@@ -20,7 +20,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from stm import paths
 from stm.config import SPLIT_NAMES, DataConfig
 from stm.io import DataError, write_json, write_jsonl
 
@@ -65,7 +64,7 @@ def assign_split(instruction: str, table: list[tuple[str, str]] | None = None) -
     return "med_synth"
 
 
-def check_split_sizes(counts: dict[str, int], tolerance: float, source: str) -> None:
+def check_split_sizes(counts: dict[str, int], tolerance: float, source: str, stats: Path | str = "data_stats.json") -> None:
     """Each split's share of the rows must match Table 2's within ``tolerance`` (relative), else a named error.
 
     Shares rather than counts, so a stand-in built in the paper's proportions passes the same check."""
@@ -77,7 +76,7 @@ def check_split_sizes(counts: dict[str, int], tolerance: float, source: str) -> 
                            f"{PAPER_SIZES[s]}, {PAPER_SIZES[s] / paper_total:.1%}; off by {rel[s]:+.1%})" for s in bad)
         raise DataError(f"{source}: the instruction-to-split mapping does not reproduce Table 2 within "
                         f"{tolerance:.0%}: {detail}. The rows per instruction are in "
-                        f"{paths.PROFILE_RESULTS / 'data_stats.json'} "
+                        f"{stats} "
                         "(instruction_counts); fix data.split_patterns")
 
 
@@ -259,8 +258,9 @@ def load_negatives(ref: str) -> dict[int, str]:
     return {int(i): n for i, n in zip(ds["bmretriever_index"], ds["hard_negative"], strict=True)}
 
 
-def run(cfg: DataConfig, out: Path | None = None) -> dict:
-    out = Path(out or paths.PROCESSED)
+def run(cfg: DataConfig, out: Path, stats_file: Path) -> dict:
+    """The paper's triples into ``out/splits{,_dev}``, the split table and counts into ``stats_file``."""
+    out = Path(out)
     source = ft_data_path(cfg)[1]
     rows: dict[str, list[dict]] = {s: [] for s in SPLIT_NAMES}
     table = [tuple(p) for p in cfg.split_patterns] if cfg.split_patterns else INSTRUCTION_TABLE
@@ -302,7 +302,7 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
                                     by_instruction.most_common() if sp != "med_synth"]
              + [{"instruction": ins, "split": sp, "rows": n} for (ins, sp), n in
                 by_instruction.most_common() if sp == "med_synth"][:20]}
-    write_json(paths.PROFILE_RESULTS / "data_stats.json", stats)  # written first: the check below points the user at it
+    write_json(stats_file, stats)  # written first: the check below points the user at it
     if cfg.split_tolerance is not None:
-        check_split_sizes(counts, cfg.split_tolerance, source)
+        check_split_sizes(counts, cfg.split_tolerance, source, stats_file)
     return stats

@@ -23,7 +23,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from stm import paths
 from stm.config import SPLIT_NAMES, DataConfig
 from stm.core import assets
 from stm.core.beir import write_beir
@@ -275,11 +274,12 @@ def build_splits(train: list[Article], cfg: DataConfig, rng: random.Random, out:
     return rows, report
 
 
-def run(cfg: DataConfig, out: Path | None = None) -> dict:
-    """Write ``splits/<split>.jsonl`` (+ ``all.jsonl``), ``tasks/{test,dev}/<task>/`` and a stats record."""
-    out = Path(out or paths.PROCESSED)
+def run(cfg: DataConfig, out: Path, stats_file: Path) -> dict:
+    """Write ``out/splits/<split>.jsonl`` (+ ``all.jsonl``), ``out/tasks/{test,dev}/<task>/`` and the stats record
+    ``stats_file`` (``Layout.processed`` and ``Layout.data_stats``)."""
+    out = Path(out)
     if cfg.source == "bmretriever":
-        return run_bmretriever(cfg, out)
+        return run_bmretriever(cfg, out, stats_file)
     files = assets.pubmed_files()
     a77, a21 = list(parse_medline(files["1977"])), list(parse_medline(files["2021"]))
     rng = random.Random(cfg.seed)
@@ -305,9 +305,9 @@ def run(cfg: DataConfig, out: Path | None = None) -> dict:
         "tasks": task_stats,
         "med_synth": report.get("med_synth", {}),
     }
-    write_json(paths.PROFILE_RESULTS / "data_stats.json", stats)
+    write_json(stats_file, stats)
     return stats
 
 
-def split_path(split: str, root: Path | None = None) -> Path:
-    return Path(root or paths.PROCESSED) / "splits" / f"{split}.jsonl"
+def split_path(split: str, processed: Path) -> Path:
+    return Path(processed) / "splits" / f"{split}.jsonl"

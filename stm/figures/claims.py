@@ -15,6 +15,7 @@ import numpy as np
 from stm.core.stats import bootstrap_mean, paired_bootstrap  # noqa: F401 - the claims' statistics, re-exported
 from stm.figures.results import (EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records, model_records, paper,
                                  po_reference)
+from stm.paths import Layout
 
 if TYPE_CHECKING:
     import pandas
@@ -63,9 +64,9 @@ def _row(claim: str, a_name: str, a: dict | None, b_name: str, b: dict | None, n
             "verdict": verdict, "queries": test["queries"]}
 
 
-def main_line_claims(results=None) -> list[dict]:
+def main_line_claims(layout: Layout) -> list[dict]:
     """The main line's claims (Figure 2, Table 6): merges vs experts and FT-all, Linear vs TIES, dropped experts."""
-    recs = model_records(results)
+    recs = model_records(layout)
     merges = {k: v for k, v in recs.items() if k.startswith("STM ")}
     experts = {k: recs[k] for k in EXPERTS if k in recs}
     rows = []
@@ -89,32 +90,32 @@ def main_line_claims(results=None) -> list[dict]:
     return rows
 
 
-def ablation_claims() -> list[dict]:
+def ablation_claims(layout: Layout) -> list[dict]:
     """Table 4 (SHN, PO vs FT) and Figure 3 (pre-training) on the ablation cells."""
     by_expert: dict[str, dict[str, dict]] = {}
-    for r in ablation_records("variant").values():
+    for r in ablation_records(layout, "variant").values():
         by_expert.setdefault(r["model"]["train"]["expert"], {})[r["model"]["train"]["variant"]] = r
-    pre = {k.removeprefix("pretrain_"): v for k, v in ablation_records("pretrain").items()}
+    pre = {k.removeprefix("pretrain_"): v for k, v in ablation_records(layout, "pretrain").items()}
     rows = [_row(f"{v.upper()} >= FT ({expert})", v.upper(), variants.get(v), "FT", variants.get("ft"))
             for expert, variants in sorted(by_expert.items()) for v in ("shn", "po")]
     # judged against FT for the same total steps (PT+FT trains twice as long as the FT cell)
     control = "ft_matched" if "ft_matched" in pre else "ft"
     rows.append(_row("pre-training does not help (PT+FT not above FT, same steps)", "PT+FT", pre.get("pt_ft"),
                      "FT (PT+FT's steps)" if control == "ft_matched" else "FT", pre.get(control), negate=True))
-    for r in [*ablation_records("po").values(), *ablation_records("gepa").values()]:  # Table 10
+    for r in [*ablation_records(layout, "po").values(), *ablation_records(layout, "gepa").values()]:  # Table 10
         t = r["model"]["train"]
         rows.append(_row(TABLE10_CLAIM, t["data"]["prompts"]["optimizer"], r, EXPERT_LABELS.get(t["expert"], t["expert"]),
-                         po_reference(t["expert"], t["steps"]), negate=True))
+                         po_reference(layout, t["expert"], t["steps"]), negate=True))
     return rows
 
 
-def variant_map() -> list[dict]:
+def variant_map(layout: Layout) -> list[dict]:
     """Table 4 on **dev**: per expert, each variant's dev nDCG@10 and the variant the main line should train.
 
     The choice is the best dev average, FT on a tie, so a variant whose synthetic negatives or prompts lose on dev
     leaves the expert at FT; the paired bootstrap of the choice against FT (dev queries) says how sure it is.
     Test scores are shown beside, never used to choose."""
-    dev, test = ablation_records("variant", "dev"), ablation_records("variant")
+    dev, test = ablation_records(layout, "variant", "dev"), ablation_records(layout, "variant")
     by_expert: dict[str, dict[str, tuple[dict, dict | None]]] = {}
     for key, r in dev.items():
         t = r["model"]["train"]

@@ -15,23 +15,21 @@ import tempfile
 from io import BytesIO
 from pathlib import Path
 
-from stm import paths
 from stm.figures.claims import bootstrap_mean
 from stm.figures.results import model_records
+from stm.paths import Layout
 
 
-def committed_records(ref: str = "HEAD", root: Path | None = None) -> dict[str, dict]:
-    """The main-line records of the active run as committed at ``ref``."""
-    root = Path(root or paths.ROOT)
-    run = paths.RESULTS.relative_to(paths.ROOT)
-    profile = paths.PROFILE_RESULTS.relative_to(paths.ROOT)
-    proc = subprocess.run(["git", "archive", ref, str(profile)], cwd=root, capture_output=True)
+def committed_records(layout: Layout, ref: str = "HEAD") -> dict[str, dict]:
+    """The main-line records of the run ``layout`` as committed at ``ref`` in its repository."""
+    profile = layout.profile_results.relative_to(layout.root)
+    proc = subprocess.run(["git", "archive", ref, str(profile)], cwd=layout.root, capture_output=True)
     if proc.returncode != 0:
         raise FileNotFoundError(f"git archive {ref} {profile}: {proc.stderr.decode().strip()}")
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(fileobj=BytesIO(proc.stdout)) as tar:
             tar.extractall(tmp, filter="data")
-        return model_records(Path(tmp) / run, Path(tmp) / profile / "baselines.json")
+        return model_records(Layout(layout.profile, layout.backbone, Path(tmp)))
 
 
 def compare(committed: dict[str, dict], fresh: dict[str, dict]) -> list[dict]:

@@ -83,12 +83,13 @@ def _task_tokens(names: list[str], split: str, max_query: int, max_passage: int)
     return tokens, docs
 
 
-def plan(profile: str, tcfg, ecfg, mcfg, acfg, pcfg) -> list[Line]:
-    """One line per stage of the paper DAG (and the ablations target) for the active backbone."""
+def plan(stats_file: Path, tcfg, ecfg, mcfg, acfg, pcfg) -> list[Line]:
+    """One line per stage of the paper DAG (and the ablations target) for the active backbone; the split sizes from
+    the data stage's ``stats_file`` when it ran (``Layout.data_stats``), else Table 2's."""
     m = measured(tcfg.backbone)
     train_tps, encode_tps = m["tokens_per_s"], m["tokens_per_s"] * ENCODE_VS_TRAIN
     fmt = tcfg.format
-    rows = _split_rows(paths.PROFILE_RESULTS / "data_stats.json")
+    rows = _split_rows(stats_file)
     rows["all"] = sum(rows.values())
     per_row = fmt.max_query_tokens + 2 * (tcfg.train_passage_tokens or fmt.max_passage_tokens)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stm import paths
 from stm.config import GEPA_BUDGETS
 from stm.figures.claims import bootstrap_mean
 from stm.figures.results import (EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records, model_records, paper,
                                  po_reference, provenance)
 from stm.io import read_json
+from stm.paths import Layout
 
 
 
@@ -22,12 +22,13 @@ def _plt():
     return plt
 
 
-def _save(fig, name: str, dpi: int = 120, note: str = "") -> Path:
-    """Write the figure; ``note`` (``provenance()``) is its footnote: what the numbers are, where not the paper's."""
+def _save(layout: Layout, fig, name: str, dpi: int = 120, note: str = "") -> Path:
+    """Write the figure into the run's figures folder; ``note`` (``provenance()``) is its footnote: what the numbers
+    are, where not the paper's."""
     import textwrap
 
-    paths.FIGURES.mkdir(parents=True, exist_ok=True)
-    out = paths.FIGURES / name
+    layout.figures.mkdir(parents=True, exist_ok=True)
+    out = layout.figures / name
     fig.tight_layout()
     if note:  # below the axes; the saved image grows to hold it
         fig.text(0.01, 0.0, "\n".join(textwrap.wrap(note, width=int(fig.get_figwidth() * 19))), fontsize=7,
@@ -37,20 +38,20 @@ def _save(fig, name: str, dpi: int = 120, note: str = "") -> Path:
     return out
 
 
-def run_label(record: dict) -> str:
+def run_label(layout: Layout, record: dict) -> str:
     """What a figure of this run shows: backbone and profile (the run's folders), tasks, split and query count."""
     n = sum(len(v) for v in (record.get("per_query_ndcg_at_10") or {}).values())
     tasks = list(record.get("scores", {}))
-    return (f"{paths.RESULTS.name} ({paths.RESULTS.parent.name} profile), {len(tasks)} tasks, "
+    return (f"{layout.backbone} ({layout.profile} profile), {len(tasks)} tasks, "
             f"{record.get('split', 'test')} split" + (f", {n} queries" if n else ""))
 
 
-def merged_vs_experts(dpi: int = 120) -> Path:
+def merged_vs_experts(layout: Layout, dpi: int = 120) -> Path:
     """Figure 2 / Table 6 analogue: experts, FT-all and every merge that ran (ours, with 95% bootstrap intervals over
     queries, BM25 and MiniLM as lines) beside the paper's three backbones."""
     plt = _plt()
     p = paper()
-    recs = model_records()
+    recs = model_records(layout)
     ours = [n for n in ("untrained backbone", *(EXPERT_LABELS[e] for e in EXPERT_LABELS)) if n in recs]
     ours += sorted(n for n in recs if n.startswith("STM "))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
@@ -66,7 +67,7 @@ def merged_vs_experts(dpi: int = 120) -> Path:
             axes[0].axhline(recs[name]["averages"]["all"], color="#636363", linestyle=style,
                             label=f"{name} {recs[name]['averages']['all']:.3f}")
     axes[0].set_xticks(range(len(ours)), ours, rotation=30, ha="right")
-    axes[0].set_title(f"ours: {run_label(recs[ours[0]])}\n(error bars: 95% bootstrap CI over queries, where "
+    axes[0].set_title(f"ours: {run_label(layout, recs[ours[0]])}\n(error bars: 95% bootstrap CI over queries, where "
                       "per-query scores exist)", fontsize=9)
     axes[0].set_ylabel("avg nDCG@10 (test)")
     axes[0].set_ylim(0, 1)
@@ -85,16 +86,16 @@ def merged_vs_experts(dpi: int = 120) -> Path:
     axes[1].set_ylim(axes[0].get_ylim())  # the same scale as ours, so the two panels compare
     axes[1].set_title(f"paper (Table 6), 12 MTEB tasks\n{p['citation']}", fontsize=9)
     axes[1].legend(fontsize=8)
-    return _save(fig, "merged_vs_experts.png", dpi, provenance("scores", "negatives", "search"))
+    return _save(layout, fig, "merged_vs_experts.png", dpi, provenance(layout, "scores", "negatives", "search"))
 
 
-def merge_weights(dpi: int = 120) -> Path:
+def merge_weights(layout: Layout, dpi: int = 120) -> Path:
     """Figure 5 analogue: the chosen merge weights per expert (ours) beside the paper's reconstruction. Every weight
     is written on its bar, so a dropped expert (weight 0) shows as a 0, and TIES's densities (the share of each
     expert's delta kept) are written under its weights; the title says how many candidates the dev search scored."""
     plt = _plt()
     p = paper()["figure5_merge_weights"]
-    report = read_json(paths.RESULTS / "merging.json")
+    report = read_json(layout.merging_record)
     experts = report["experts"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     methods = list(report["methods"])
@@ -129,7 +130,7 @@ def merge_weights(dpi: int = 120) -> Path:
     axes[1].set_ylim(0, 1.25)
     axes[1].set_title("paper (Figure 5, reconstructed; densities not reported)", fontsize=9)
     axes[1].legend(fontsize=6, ncol=2)
-    return _save(fig, "merge_weights.png", dpi, provenance("search"))
+    return _save(layout, fig, "merge_weights.png", dpi, provenance(layout, "search"))
 
 
 def _not_run(ax, kind: str) -> None:
@@ -137,15 +138,15 @@ def _not_run(ax, kind: str) -> None:
             transform=ax.transAxes, fontsize=9, color="gray")
 
 
-def variants_figure(dpi: int = 120) -> Path:
+def variants_figure(layout: Layout, dpi: int = 120) -> Path:
     """Table 4 analogue: each ablated expert trained FT / SHN / PO / SHN+PO, beside the paper's numbers."""
     plt = _plt()
     order = ("ft", "shn", "po", "shn_po")
     ours: dict[str, dict[str, dict]] = {}
-    for r in ablation_records("variant").values():
+    for r in ablation_records(layout, "variant").values():
         ours.setdefault(r["model"]["train"]["expert"], {})[r["model"]["train"]["variant"]] = r
     dev: dict[tuple[str, str], float] = {(r["model"]["train"]["expert"], r["model"]["train"]["variant"]):
-                                         r["averages"]["all"] for r in ablation_records("variant", "dev").values()}
+                                         r["averages"]["all"] for r in ablation_records(layout, "variant", "dev").values()}
     p = paper()["table4_experts"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / max(1, len(ours))
@@ -177,15 +178,15 @@ def variants_figure(dpi: int = 120) -> Path:
     axes[1].set_title(f"paper (Table 4), {EXPERT_LABELS.get(expert, expert)} expert, 12 MTEB tasks", fontsize=9)
     axes[1].set_ylim(0, 1)
     axes[1].legend(fontsize=8)
-    return _save(fig, "expert_variants.png", dpi, provenance("scores", "negatives"))
+    return _save(layout, fig, "expert_variants.png", dpi, provenance(layout, "scores", "negatives"))
 
 
-def training_size_figure(dpi: int = 120) -> Path:
+def training_size_figure(layout: Layout, dpi: int = 120) -> Path:
     """Figure 4 analogue: FT on subsets of the union, mean and spread over seeds."""
     import statistics
 
     plt = _plt()
-    recs = ablation_records("size")
+    recs = ablation_records(layout, "size")
     by_size: dict[int, list[float]] = {}
     for r in recs.values():
         by_size.setdefault(r["model"]["train"]["data"]["rows"], []).append(r["averages"]["all"])
@@ -211,15 +212,15 @@ def training_size_figure(dpi: int = 120) -> Path:
     axes[1].set_ylim(0, 1)
     axes[1].set_title("paper (Figure 4), mean of 3 runs, 12 MTEB tasks", fontsize=9)
     axes[1].legend(fontsize=8)
-    return _save(fig, "training_size.png", dpi, provenance("scores"))
+    return _save(layout, fig, "training_size.png", dpi, provenance(layout, "scores"))
 
 
-def prompt_pools_figure(dpi: int = 120) -> Path:
+def prompt_pools_figure(layout: Layout, dpi: int = 120) -> Path:
     """Table 10 analogue: ``ablations.po_expert`` (FT-all) trained with each GP-N pool and each GEPA budget's prompts,
     against the same expert trained FT at the same steps."""
     plt = _plt()
-    recs = [*ablation_records("po").values(), *ablation_records("gepa").values()]
-    skipped = {k.removeprefix("gepa_") for k, r in ablation_records("gepa", not_run=True).items() if "not_run" in r}
+    recs = [*ablation_records(layout, "po").values(), *ablation_records(layout, "gepa").values()]
+    skipped = {k.removeprefix("gepa_") for k, r in ablation_records(layout, "gepa", not_run=True).items() if "not_run" in r}
     not_run = [b for b in GEPA_BUDGETS if b in skipped]
 
     def order(name: str) -> tuple[int, int]:  # gp10 < gp20 < ... < gepa-light < gepa-medium < gepa-heavy
@@ -231,7 +232,7 @@ def prompt_pools_figure(dpi: int = 120) -> Path:
     names = sorted(by_name, key=order)
     experts = {r["model"]["train"]["expert"] for r in recs}
     steps = {r["model"]["train"]["steps"] for r in recs}
-    ref = po_reference(next(iter(experts)), next(iter(steps))) if len(experts) == len(steps) == 1 else None
+    ref = po_reference(layout, next(iter(experts)), next(iter(steps))) if len(experts) == len(steps) == 1 else None
     if ref is not None:
         by_name, names = {"ft": ref} | by_name, ["ft", *names]
     means = [by_name[n_]["averages"]["all"] for n_ in names]
@@ -257,13 +258,13 @@ def prompt_pools_figure(dpi: int = 120) -> Path:
     axes[1].set_ylim(0, 1)
     axes[1].set_title("paper (Table 10), FT-all with each PO technique, 12 MTEB tasks", fontsize=9)
     axes[1].legend(fontsize=8)
-    return _save(fig, "prompt_pools.png", dpi, provenance("scores"))
+    return _save(layout, fig, "prompt_pools.png", dpi, provenance(layout, "scores"))
 
 
-def pretraining_figure(dpi: int = 120) -> Path:
+def pretraining_figure(layout: Layout, dpi: int = 120) -> Path:
     """Figure 3 analogue: contrastive pre-training (PT), PT then fine-tuning, and fine-tuning alone."""
     plt = _plt()
-    recs = ablation_records("pretrain")
+    recs = ablation_records(layout, "pretrain")
     labels = {"pt": "PT", "pt_ft": "PT+FT", "ft": "FT", "ft_matched": "FT, PT+FT's steps"}
     recs = {k.removeprefix("pretrain_"): r for k, r in recs.items()}
     order = [k for k in labels if k in recs]
@@ -288,4 +289,4 @@ def pretraining_figure(dpi: int = 120) -> Path:
     axes[1].set_title("paper (Figure 3): PT 10M, PT+FT 11.4M, FT 1.4M pairs", fontsize=9)
     axes[1].set_ylim(0, 1)
     axes[1].legend(fontsize=8)
-    return _save(fig, "pretraining.png", dpi, provenance("scores", "pretraining"))
+    return _save(layout, fig, "pretraining.png", dpi, provenance(layout, "scores", "pretraining"))

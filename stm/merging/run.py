@@ -90,15 +90,16 @@ def search_fingerprint(method: str, adapter_dirs: list[Path], dev_specs, mcfg: M
     return sha256_text(json.dumps(parts, sort_keys=True, default=str))[:24]
 
 
-def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], out_root: Path | None = None,
-        results: Path | None = None, method_adapters: dict[str, dict[str, Path]] | None = None) -> dict:
-    """Search and build each method's merge of ``adapters`` ({expert: adapter}); ``method_adapters`` gives a method
-    its own experts (``merging.variants``: Phi-4-mini's Linear merge of Med-Real PO)."""
-    out_root = Path(out_root or paths.MERGED)
+def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], tasks: Path, out_root: Path,
+        results: Path, method_adapters: dict[str, dict[str, Path]] | None = None) -> dict:
+    """Search and build each method's merge of ``adapters`` ({expert: adapter}) into ``out_root/<method>``, scored on
+    the tasks (embedded ones from the folder ``tasks``), the report into ``results``; ``method_adapters`` gives a
+    method its own experts (``merging.variants``: Phi-4-mini's Linear merge of Med-Real PO)."""
+    out_root = Path(out_root)
     names = list(adapters)
     method_adapters = method_adapters or {}
     # the dev sets candidates are scored on: seeded subsets written once beside the output and kept (recorded below)
-    dev_specs = selection_sets(mcfg, ecfg, out_root.parent / f".{out_root.name}-dev")
+    dev_specs = selection_sets(mcfg, ecfg, tasks, out_root.parent / f".{out_root.name}-dev")
     template = adapters[names[0]]
     # mergekit merges full models: each expert with its LoRA folded in, and the base. They are scratch, kept
     # beside the DVC output and deleted at the end: four fp32 copies of the backbone would otherwise be
@@ -159,7 +160,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         with atomic_path(final) as tmp:
             R.save(merged_retriever(template, scratch, "float32"), tmp)
         # scored as a user loads it: plain SentenceTransformer(path)
-        test = evaluate_model(final, ecfg, f"stm-{method}", "test",
+        test = evaluate_model(final, ecfg, f"stm-{method}", tasks, "test",
                               extra={"merge": {"method": method, **chosen, "experts": names}}, prefix=prefix)
         entry = {"history": history, "chosen": chosen, "dev_score": chosen["score"], "test": test,
                  **({"variants": mcfg.variants[method]} if method in mcfg.variants else {}),
@@ -183,6 +184,6 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         shutil.rmtree(scratch, ignore_errors=True)
         report["methods"][method] = entry
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    write_json(results or paths.RESULTS / "merging.json", report)
+    write_json(results, report)
     shutil.rmtree(inputs, ignore_errors=True)
     return report

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stm import paths
 from stm.config import EvaluationConfig, MergingConfig
 from stm.io import DataError, read_json
 from stm.merging.run import run
+from stm.paths import Layout
 
 
-def expert_adapters(mcfg: MergingConfig, method: str | None = None) -> dict[str, Path]:
+def expert_adapters(layout: Layout, mcfg: MergingConfig, method: str | None = None) -> dict[str, Path]:
     """{expert: adapter} that ``method`` merges: each training stage's own, or the variant ``merging.variants`` names
     for the method, which the same stage trained beside it (``experts/<expert>/variants/<variant>``)."""
     overrides = mcfg.variants.get(method, {}) if method else {}
     adapters = {}
     for e in mcfg.experts:
-        main = paths.EXPERTS / e
+        main = layout.expert_dir(e)
         own = read_json(main / "train_record.json")["variant"] if (main / "train_record.json").exists() else None
         v = overrides.get(e)
-        adapters[e] = main / "adapter" if v is None or v == own else paths.expert_variant(e, v) / "adapter"
+        adapters[e] = main / "adapter" if v is None or v == own else layout.expert_variant(e, v) / "adapter"
     missing = [str(p) for p in adapters.values() if not (p / "adapter_config.json").exists()]
     if missing:
         raise DataError(f"merging: expert adapters missing ({', '.join(missing)}); run the training stages")
     return adapters
 
 
-def run_stage(mcfg: MergingConfig, ecfg: EvaluationConfig) -> dict:
-    by_method = {m: expert_adapters(mcfg, m) for m in mcfg.methods}
-    return run(mcfg, ecfg, expert_adapters(mcfg), method_adapters={m: a for m, a in by_method.items()
-                                                                   if m in mcfg.variants})
+def run_stage(layout: Layout, mcfg: MergingConfig, ecfg: EvaluationConfig) -> dict:
+    """The run's experts merged into ``layout.merged``, the report into ``layout.merging_record``."""
+    by_method = {m: expert_adapters(layout, mcfg, m) for m in mcfg.methods if m in mcfg.variants}
+    return run(mcfg, ecfg, expert_adapters(layout, mcfg), layout.tasks, layout.merged, layout.merging_record,
+               method_adapters=by_method)

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from stm import paths
 from stm.config import ConfigError, PromptsConfig
 from stm.core import retriever as R
 from stm.core.generators import build_generator
@@ -88,8 +87,9 @@ def seed_instruction(cfg: PromptsConfig, rows: list[dict]) -> str:
     return Counter(r["instruction"] for r in rows).most_common(1)[0][0]
 
 
-def optimize_split(cfg: PromptsConfig, split: str, out: Path, model) -> tuple[str, list[dict]]:
-    """GEPA for one split's instruction, scored with ``model`` (a ``SentenceTransformer`` retriever)."""
+def optimize_split(cfg: PromptsConfig, split: str, out: Path, dev: Path, model) -> tuple[str, list[dict]]:
+    """GEPA for one split's instruction, tuned on the held-out triples ``dev/<split>.jsonl``, scored with ``model``
+    (a ``SentenceTransformer`` retriever)."""
     import gepa
 
     n_examples, minibatch = BUDGETS[cfg.gepa.budget]
@@ -100,7 +100,7 @@ def optimize_split(cfg: PromptsConfig, split: str, out: Path, model) -> tuple[st
         raise ConfigError(f"prompts.gepa.max_metric_calls: {calls} calls do not exceed the {n_examples} validation "
                           "examples, so GEPA would return its seed unchanged; raise it, or set it to null (DSPy's "
                           "auto rule)")
-    dev_file = paths.PROCESSED / "splits_dev" / f"{split}.jsonl"
+    dev_file = Path(dev) / f"{split}.jsonl"
     rows = read_triples(dev_file)
     if len(rows) < 2 * n_examples:  # the paper's train and validation sets are disjoint and equally sized
         raise DataError(f"{dev_file}: GEPA ({cfg.gepa.budget}) needs {n_examples} train + {n_examples} validation "

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from stm import paths
 from stm.config import PromptsConfig, TrainingConfig, dump
 from stm.core import retriever as R
 from stm.core.assets import resolve_model
@@ -46,12 +45,12 @@ Make it unique and varied. The prompt should be effective for DOCUMENT RETRIEVAL
 Generate only the prompt text, no explanations, do not specify any domain or document type to avoid confusing the model:"""
 
 # (config, output folder, retriever factory) -> selected pools; the factory builds the model GEPA scores with
-OPTIMIZERS: Registry[Callable[[PromptsConfig, Path, Callable | None], dict]] = Registry("prompt optimizer",
+OPTIMIZERS: Registry[Callable[[PromptsConfig, Path, Path, Callable | None], dict]] = Registry("prompt optimizer",
                                                                                       "prompts.optimizer")
 
 
 @OPTIMIZERS.register("none")
-def no_optimization(cfg: PromptsConfig, out: Path, retriever: Callable | None = None) -> dict:
+def no_optimization(cfg: PromptsConfig, out: Path, dev: Path, retriever: Callable | None = None) -> dict:
     return {"optimizer": "none", "pools": {s: [SPLIT_INSTRUCTIONS[s]] for s in cfg.splits}}
 
 
@@ -91,7 +90,7 @@ def generic_prompts(cfg: PromptsConfig, out: Path, target: int) -> tuple[list[st
 
 
 @OPTIMIZERS.register("gp")
-def gp(cfg: PromptsConfig, out: Path, retriever: Callable | None = None) -> dict:
+def gp(cfg: PromptsConfig, out: Path, dev: Path, retriever: Callable | None = None) -> dict:
     """GP-N with N = ``gp_size``: only the main line's pool is generated here (the larger pools: :func:`gp_pools`)."""
     chosen, meta = generic_prompts(cfg, out, cfg.gp_size)
     if not chosen:
@@ -100,10 +99,10 @@ def gp(cfg: PromptsConfig, out: Path, retriever: Callable | None = None) -> dict
     return {"optimizer": "gp", "size": cfg.gp_size, "actual_size": len(chosen), "pools": {"*": chosen}, **meta}
 
 
-def gp_pools(cfg: PromptsConfig, out: Path | None = None) -> dict:
+def gp_pools(cfg: PromptsConfig, out: Path) -> dict:
     """Table 10's pools, GP-N for every N of ``gp_sizes``, nested (each the first N prompts of the largest): written
-    to ``prompts/gp.json`` for the prompt-pool ablation, whatever optimizer the main line uses."""
-    out = Path(out or paths.PROMPTS)
+    to ``out/gp.json`` (``Layout.gp_pools``) for the prompt-pool ablation, whatever optimizer the main line uses."""
+    out = Path(out)
     prompts, meta = generic_prompts(cfg, out, max(cfg.gp_sizes))
     table = {"pools": {str(n): prompts[:n] for n in cfg.gp_sizes}, **meta, "config": dump(cfg)}
     write_json(out / "gp.json", table)
@@ -111,13 +110,13 @@ def gp_pools(cfg: PromptsConfig, out: Path | None = None) -> dict:
 
 
 @OPTIMIZERS.register("gepa")
-def gepa_optimizer(cfg: PromptsConfig, out: Path, retriever: Callable | None = None) -> dict:
+def gepa_optimizer(cfg: PromptsConfig, out: Path, dev: Path, retriever: Callable | None = None) -> dict:
     if retriever is None:
         raise ValueError("prompts.optimizer gepa scores instructions with a retriever: pass retriever=")
     model = retriever()
     pools, history = {}, {}
     for split in cfg.splits:
-        best, hist = optimize_split(cfg, split, out, model)
+        best, hist = optimize_split(cfg, split, out, dev, model)
         pools[split] = [best]
         history[split] = hist
     write_json(out / "gepa_history.json", history)
@@ -129,9 +128,10 @@ def backbone_retriever(tcfg: TrainingConfig) -> Callable:
     return partial(R.build, resolve_model(tcfg.backbone), tcfg.format, "bfloat16", tcfg.bidirectional)
 
 
-def run(cfg: PromptsConfig, out: Path | None = None, retriever: Callable | None = None) -> dict:
-    """Write ``selected.json``, the main line's prompts; ``retriever`` builds the model that GEPA scores with."""
-    out = Path(out or paths.PROMPTS)
-    selected = OPTIMIZERS.lookup(cfg.optimizer)(cfg, out, retriever) | {"config": dump(cfg)}
+def run(cfg: PromptsConfig, out: Path, dev: Path, retriever: Callable | None = None) -> dict:
+    """Write ``out/selected.json``, the main line's prompts (``Layout.prompts``); ``dev``: the held-out triples
+    GEPA tunes on (``Layout.splits_dev``); ``retriever`` builds the model that GEPA scores with."""
+    out = Path(out)
+    selected = OPTIMIZERS.lookup(cfg.optimizer)(cfg, out, dev, retriever) | {"config": dump(cfg)}
     write_json(out / "selected.json", selected)
     return selected

@@ -193,7 +193,7 @@ def build_tasks(out: Path, tasks: list[str], dev_tasks: list[str], queries: int 
     for t in dev_tasks:
         roles.setdefault(t, []).append("dev")
     for name, wanted in roles.items():
-        specs = [resolve(name, role) for role in wanted]
+        specs = [resolve(name, None, role) for role in wanted]
         splits = [s for spec in specs for s in spec.splits]
         for subset in mteb_subsets(specs[0]):
             docs = {f"d{k}": _passage(TOPICS[k % len(TOPICS)], k) for k in range(corpus)}

@@ -16,7 +16,6 @@ import logging
 import string
 from pathlib import Path
 
-from stm import paths
 from stm.config import SynthesisConfig, TrainingConfig, dump
 from stm.data.bmretriever import load_negatives
 from stm.data.pubmed import truncate_words
@@ -112,12 +111,13 @@ def rows_to_rewrite(cfg: SynthesisConfig, n_rows: int, training: TrainingConfig 
     return order[: cfg.rows_per_split or len(order)]
 
 
-def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | None = None,
-        template: str | None = None, training: TrainingConfig | None = None) -> dict:
+def run(cfg: SynthesisConfig, processed: Path, results: Path, template: str | None = None,
+        training: TrainingConfig | None = None) -> dict:
     """Write ``synthesis/shn/<split>.jsonl``: each split's rows, a synthetic hard negative in place of (``replace``)
     or beside (``add``) the mined one where the generator wrote one that passes the filters. ``training``: the
-    config whose batch order decides the rows (``synthesis.rows: trained``)."""
-    processed = Path(processed or paths.PROCESSED)
+    config whose batch order decides the rows (``synthesis.rows: trained``). ``processed``: the profile's data
+    folder (``Layout.processed``); ``results``: the stage's record (``Layout.synthesis_record``)."""
+    processed = Path(processed)
     inputs = {split: read_triples(processed / "splits" / f"{split}.jsonl") for split in cfg.splits}  # before any model
     if cfg.released:
         return join_released(cfg, inputs, processed, results)
@@ -155,12 +155,11 @@ def run(cfg: SynthesisConfig, processed: Path | None = None, results: Path | Non
             "rejection_rate": round(1 - counts.get("kept", 0) / max(1, attempted), 4),
         }
         log.info("SHN %s: kept %d of %d", split, counts.get("kept", 0), attempted)
-    write_json(results or paths.PROFILE_RESULTS / "synthesis.json", report)
+    write_json(results, report)
     return report
 
 
-def join_released(cfg: SynthesisConfig, inputs: dict[str, list[dict]], processed: Path,
-                  results: Path | None = None) -> dict:
+def join_released(cfg: SynthesisConfig, inputs: dict[str, list[dict]], processed: Path, results: Path) -> dict:
     """The authors' released synthetic negatives instead of generating: each row takes the negative released for
     its ``bmretriever_index`` (the BMRetriever row it came from); the counts of joined and missing rows are kept."""
     negatives = load_negatives(cfg.released)
@@ -181,5 +180,5 @@ def join_released(cfg: SynthesisConfig, inputs: dict[str, list[dict]], processed
                                    "counts": {"kept": joined, "no_released_negative": len(rows) - joined},
                                    "rejection_rate": round(1 - joined / max(1, len(rows)), 4)}
         log.info("SHN %s: %d of %d rows joined to a released negative", split, joined, len(rows))
-    write_json(results or paths.PROFILE_RESULTS / "synthesis.json", report)
+    write_json(results, report)
     return report

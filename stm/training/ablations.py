@@ -1,9 +1,13 @@
-"""Ablation cells, addressed by index so that ``dvc.yaml`` stays the same in every profile.
+"""Ablation cells, named where the name is the same in every profile, by index where the value is the profile's.
 
-``variant i``: each of ``ablations.variant_experts`` trained as ``ablations.variants[i]`` (Table 4), scored on
-test and on dev (the dev scores choose the main line's per-expert variant map);
+``variant <name>`` (ft, shn, po, shn_po): each of ``ablations.variant_experts`` trained in that variant (Table 4),
+scored on test and on dev (the dev scores choose the main line's per-expert variant map); its runs are
+``variant/<name>/<expert>``, its records ``results/.../ablations/variant_<name>/[dev/]<expert>.json``;
 ``size i --seed-index j``: FT-all on ``ablations.sizes[i]`` rows with ``ablations.seeds[j]`` (Figure 4);
-``po i``: ``po_expert`` (the paper: FT-all) trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10);
+``po i``: ``po_expert`` (the paper: FT-all) trained with the GP-N pool of size ``prompts.gp_sizes[i]`` (Table 10).
+The sizes and pools are indices because their values differ by profile (smoke: 8 rows and GP-1; the paper: 10,000
+rows and GP-10) while ``dvc.yaml``'s stage names cannot (DVC's ``foreach`` cannot read the active profile's block);
+each record names its value (``model.train.data.rows``, ``...prompts.optimizer``).
 ``gepa <budget>``: GEPA at that budget (light, medium, heavy) writes the cell's own prompt per split, then
 ``po_expert`` trains with them (Table 10's GEPA rows); a budget not in ``ablations.gepa_budgets`` writes a record that
 says so and trains nothing, so that every profile has every declared output;
@@ -17,26 +21,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stm import paths
 from stm.config import (AblationsConfig, ConfigError, EvaluationConfig, MergingConfig, PromptsConfig, TrainingConfig,
                         dump, validate)
 from stm.core.evaluation import evaluate_model
 from stm.core.sampling import sample_record, selection_sets
 from stm.data.pretrain import ict_pairs
 from stm.io import write_json, write_jsonl
+from stm.paths import Layout
 from stm.prompts.optimizers import OPTIMIZERS
 from stm.training.data import split_files
 from stm.training.stage import result_path, run_dir, train_and_evaluate
 
 
-def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int, seed_index: int = 0,
+def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int | str, seed_index: int = 0,
          expert: str | None = None) -> tuple[str, str, dict]:
-    """(expert, run name, training overrides) of one cell."""
+    """(expert, run name, training overrides) of one cell; ``index``: a variant's name for ``variant``."""
     steps = {"max_steps": a.steps} if a.steps is not None else {}
+    if kind == "variant":
+        if index not in a.variants:
+            raise ConfigError(f"ablations.variants {a.variants} does not name the variant {index!r}")
+        expert = expert or a.variant_experts[0]
+        return expert, f"variant/{index}/{expert}", {"variant": index, "variants": {}, **steps}
     try:
-        if kind == "variant":
-            expert = expert or a.variant_experts[0]
-            return expert, f"variant/{index}/{expert}", {"variant": a.variants[index], "variants": {}, **steps}
         if kind == "size":
             return a.size_expert, f"size/{index}-{seed_index}", {
                 "max_train_rows": a.sizes[index], "seed": a.seeds[seed_index], **steps}
@@ -53,36 +59,38 @@ def with_overrides(tcfg: TrainingConfig, **overrides) -> TrainingConfig:
     return validate("training", dump(tcfg) | overrides, source="ablation cell")
 
 
-def dev_result_path(name: str) -> Path:
-    """A variant cell's dev-split record: ``results/ablations/variant_<i>/dev/<expert>.json``."""
-    test = result_path("", name)
+def dev_result_path(layout: Layout, name: str) -> Path:
+    """A variant cell's dev-split record: ``results/.../ablations/variant_<name>/dev/<expert>.json``."""
+    test = result_path(layout, "", name)
     return test.parent / "dev" / test.name
 
 
-def run_cell(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, mcfg: MergingConfig,
-             gp_sizes: list[int], kind: str, index: int, seed_index: int = 0) -> dict:
+def run_cell(layout: Layout, a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, mcfg: MergingConfig,
+             gp_sizes: list[int], kind: str, index: int | str, seed_index: int = 0) -> dict:
     if kind == "variant":  # one stage per variant trains it for every expert of Table 4, in turn
         # scored on dev too, on the sets that choose the merge weights: the main line's variant map
         # (training.variants) is chosen there, never on test
-        dev = selection_sets(mcfg, ecfg, paths.ABLATIONS / ".variant-dev")
+        cells = [cell(a, gp_sizes, kind, index, expert=e) for e in a.variant_experts]  # a bad name fails first
+        dev = selection_sets(mcfg, ecfg, layout.tasks, layout.ablations / ".variant-dev")
         out = {}
-        for e, name, o in (cell(a, gp_sizes, kind, index, expert=e) for e in a.variant_experts):
-            out[e] = train_and_evaluate(with_overrides(tcfg, **o), ecfg, e, name)
-            out[e]["dev"] = evaluate_model(run_dir(e, name) / "adapter", ecfg, name, "dev", dev_result_path(name),
+        for e, name, o in cells:
+            out[e] = train_and_evaluate(layout, with_overrides(tcfg, **o), ecfg, e, name)
+            out[e]["dev"] = evaluate_model(run_dir(layout, e, name) / "adapter", ecfg, name, layout.tasks, "dev",
+                                           dev_result_path(layout, name),
                                            {"train": {k: out[e]["train"][k] for k in ("expert", "variant")},
                                             "dev_tasks": {t.name: sample_record(t) for t in dev}}, specs=dev)
         return out
     expert, name, overrides = cell(a, gp_sizes, kind, index, seed_index)
-    return train_and_evaluate(with_overrides(tcfg, **overrides), ecfg, expert, name)
+    return train_and_evaluate(layout, with_overrides(tcfg, **overrides), ecfg, expert, name)
 
 
-def run_pretrain(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig) -> dict:
+def run_pretrain(layout: Layout, a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig) -> dict:
     """Figure 3: PT alone, PT then FT, FT alone, each trained ``ablations.steps`` steps, and FT for PT+FT's steps."""
     base = with_overrides(tcfg, **({"max_steps": a.steps} if a.steps is not None else {}))
-    pairs = run_dir("pretrain", "pretrain") / "ict.jsonl"
-    write_jsonl(pairs, ict_pairs(split_files(a.size_expert, "ft", paths.PROCESSED), base.seed))
+    pairs = run_dir(layout, "pretrain", "pretrain") / "ict.jsonl"
+    write_jsonl(pairs, ict_pairs(split_files(a.size_expert, "ft", layout.processed), base.seed))
     pt = base.model_copy(update={"train_file": str(pairs), "use_hard_negatives": False})
-    pt_adapter = run_dir("pretrain", "pretrain/pt") / "adapter"
+    pt_adapter = run_dir(layout, "pretrain", "pretrain/pt") / "adapter"
     cells = {"pt": ("pretrain", pt),
              "pt_ft": (a.size_expert, base.model_copy(update={"init_adapter": str(pt_adapter)})),
              "ft": (a.size_expert, base),
@@ -90,16 +98,17 @@ def run_pretrain(a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfi
              # ablations.steps is null)
              "ft_matched": (a.size_expert, base.model_copy(update={"max_steps": 2 * base.max_steps}
                                                            if base.max_steps else {"epochs": 2 * base.epochs}))}
-    return {name: train_and_evaluate(cfg, ecfg, expert, f"pretrain/{name}") for name, (expert, cfg) in cells.items()}
+    return {name: train_and_evaluate(layout, cfg, ecfg, expert, f"pretrain/{name}")
+            for name, (expert, cfg) in cells.items()}
 
 
-def run_gepa(a: AblationsConfig, pcfg: PromptsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, budget: str,
-             retriever) -> dict:
+def run_gepa(layout: Layout, a: AblationsConfig, pcfg: PromptsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig,
+             budget: str, retriever) -> dict:
     """Table 10's GEPA row of ``budget``: GEPA (``prompts.gepa`` at that budget) writes one prompt per split to the
     cell's ``selected.json``; ``po_expert`` trains with them as the PO variant and is scored on test. ``retriever``
     builds the model GEPA scores with (the prompts stage's)."""
     name = f"gepa/{budget}"
-    out, result = run_dir(a.po_expert, name), result_path(a.po_expert, name)
+    out, result = run_dir(layout, a.po_expert, name), result_path(layout, a.po_expert, name)
     if budget not in a.gepa_budgets:
         out.mkdir(parents=True, exist_ok=True)
         reason = f"ablations.gepa_budgets {a.gepa_budgets} does not name {budget!r}: not run in this profile"
@@ -108,8 +117,8 @@ def run_gepa(a: AblationsConfig, pcfg: PromptsConfig, tcfg: TrainingConfig, ecfg
         write_json(result, record)
         return record
     cfg = pcfg.model_copy(update={"optimizer": "gepa", "gepa": pcfg.gepa.model_copy(update={"budget": budget})})
-    selected = OPTIMIZERS.lookup("gepa")(cfg, out, retriever) | {"config": dump(cfg)}
+    selected = OPTIMIZERS.lookup("gepa")(cfg, out, layout.splits_dev, retriever) | {"config": dump(cfg)}
     write_json(out / "selected.json", selected)
     steps = {"max_steps": a.steps} if a.steps is not None else {}
     overrides = {"variant": "po", "variants": {}, "prompts_file": str(out / "selected.json"), **steps}
-    return train_and_evaluate(with_overrides(tcfg, **overrides), ecfg, a.po_expert, name)
+    return train_and_evaluate(layout, with_overrides(tcfg, **overrides), ecfg, a.po_expert, name)

@@ -5,24 +5,27 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from stm import paths
 from stm.config import SPLIT_NAMES, TrainingConfig, uses_po, uses_shn
 from stm.core.retriever import portable
 from stm.data.schema import read_triples
 from stm.io import DataError, read_json, sha256_file
 
 
-def split_files(expert: str, variant: str, processed: Path | None = None) -> list[Path]:
-    """The triple files an expert trains on: its split, or the union of the four for ``all``."""
-    processed = Path(processed or paths.PROCESSED)
+def split_files(expert: str, variant: str, processed: Path) -> list[Path]:
+    """The triple files an expert trains on: its split, or the union of the four for ``all``, in the profile's data
+    folder ``processed`` (``Layout.processed``)."""
+    processed = Path(processed)
     splits = SPLIT_NAMES if expert == "all" else (expert,)
     base = processed / ("synthesis/shn" if uses_shn(variant) else "splits")
     return [base / f"{s}.jsonl" for s in splits]
 
 
-def prompts_file(prompts: Path | None = None) -> Path:
-    """The prompts stage's selection: per profile and backbone (the PO method is the backbone's)."""
-    return Path(prompts or paths.PROMPTS) / "selected.json"
+def prompts_file(prompts: Path | None) -> Path:
+    """The prompts stage's selection in the folder ``prompts`` (``Layout.prompts``: the PO method is the backbone's)."""
+    if prompts is None:
+        raise DataError("a PO variant trains on the prompts stage's selection: no prompts folder was given "
+                        "(training.prompts_file, or the run's data/processed/<profile>/<backbone>/prompts)")
+    return Path(prompts) / "selected.json"
 
 
 def optimizer_name(selected: dict) -> str | None:
@@ -35,10 +38,10 @@ def optimizer_name(selected: dict) -> str | None:
     return name
 
 
-def load_rows(cfg: TrainingConfig, expert: str, processed: Path | None = None,
-              prompts: Path | None = None) -> tuple[list[dict], dict]:
-    """Read, check and prepare the rows; returns (rows, record of files, hashes and prompts)."""
-    processed = Path(processed or paths.PROCESSED)
+def load_rows(cfg: TrainingConfig, expert: str, processed: Path, prompts: Path | None = None) -> tuple[list[dict], dict]:
+    """Read, check and prepare the rows of the profile's data folder ``processed``, with the PO variants' prompts
+    from the folder ``prompts``; returns (rows, record of files, hashes and prompts)."""
+    processed = Path(processed)
     variant = cfg.variant_for(expert)
     files = [Path(cfg.train_file)] if cfg.train_file else split_files(expert, variant, processed)
     for f in files:  # fail before any compute, naming the file

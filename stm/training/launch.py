@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from stm import paths
 from stm.config import ConfigError, TrainingConfig, dump, validate
 from stm.io import read_json, write_json
 from stm.training.train import train
@@ -31,7 +30,7 @@ def processes(cfg: TrainingConfig) -> int:
     return cfg.processes
 
 
-def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processed: Path | None = None,
+def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processed: Path,
                    prompts: Path | None = None) -> dict:
     """Train with ``n`` processes under ``torch.distributed.run``; returns rank 0's training record."""
     if cfg.batch_size % n:  # checked once, before any process starts
@@ -40,7 +39,7 @@ def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processe
     out = Path(out)
     spec = out.parent / f".{out.name}-launch.json"  # beside the DVC output, which DVC deletes before a rerun
     write_json(spec, {"config": dump(cfg), "expert": expert, "out": str(out),
-                      "processed": str(processed or paths.PROCESSED), "prompts": str(prompts or paths.PROMPTS)})
+                      "processed": str(processed), "prompts": str(prompts) if prompts is not None else None})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
            "-m", "stm.training.launch", str(spec)]
     proc = subprocess.run(cmd)
@@ -53,7 +52,8 @@ def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processe
 def main(argv: list[str]) -> None:
     spec = read_json(Path(argv[1]))
     cfg = validate("training", spec["config"], source=argv[1])
-    train(cfg, spec["expert"], Path(spec["out"]), Path(spec["processed"]), prompts=Path(spec["prompts"]))
+    prompts = Path(spec["prompts"]) if spec["prompts"] is not None else None
+    train(cfg, spec["expert"], Path(spec["out"]), Path(spec["processed"]), prompts=prompts)
 
 
 if __name__ == "__main__":

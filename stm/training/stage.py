@@ -5,20 +5,29 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from stm import paths
 from stm.config import EvaluationConfig, MergingConfig, TrainingConfig
 from stm.core.cards import model_card
 from stm.core.evaluation import evaluate_model
+from stm.paths import Layout
 from stm.training.launch import processes, train_launched
 from stm.training.train import train
 
 
-def run_dir(expert: str, name: str | None = None) -> Path:
-    """Main-line experts live in ``artifacts/experts/<expert>``; named (ablation) runs elsewhere."""
-    return paths.ABLATIONS / name if name else paths.EXPERTS / expert
+def run_dir(layout: Layout, expert: str, name: str | None = None) -> Path:
+    """Main-line experts live in ``artifacts/<profile>/<backbone>/experts/<expert>``; named (ablation) runs in
+    ``.../ablations/<name>``."""
+    return layout.ablation_dir(name) if name else layout.expert_dir(expert)
 
 
-def train_merge_variants(cfg: TrainingConfig, mcfg: MergingConfig, expert: str) -> dict[str, dict]:
+def _train(layout: Layout, cfg: TrainingConfig, expert: str, out: Path) -> dict:
+    """One training on the run's data and prompts, in as many processes as ``training.processes`` asks."""
+    n = processes(cfg)
+    if n > 1:
+        return train_launched(cfg, expert, out, n, layout.processed, layout.prompts)
+    return train(cfg, expert, out, layout.processed, prompts=layout.prompts)
+
+
+def train_merge_variants(layout: Layout, cfg: TrainingConfig, mcfg: MergingConfig, expert: str) -> dict[str, dict]:
     """Train ``expert`` in each variant a merge method takes in place of this stage's own (Table 6's footnote:
     Phi-4-mini's Linear merge used Med-Real PO). Not scored on test: the merge that uses it is. Trained in a scratch
     folder beside the stage's output, so that its checkpoints survive an interruption, then moved in."""
@@ -27,34 +36,31 @@ def train_merge_variants(cfg: TrainingConfig, mcfg: MergingConfig, expert: str) 
         if variant == cfg.variant_for(expert):
             continue
         c = cfg.model_copy(update={"variant": variant, "variants": {}})
-        scratch = paths.EXPERTS / f".{expert}-variants" / variant
-        n = processes(c)
-        records[variant] = train_launched(c, expert, scratch, n) if n > 1 else train(c, expert, scratch)
-        dst = paths.expert_variant(expert, variant)
+        scratch = layout.experts / f".{expert}-variants" / variant
+        records[variant] = _train(layout, c, expert, scratch)
+        dst = layout.expert_variant(expert, variant)
         shutil.rmtree(dst, ignore_errors=True)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(scratch, dst)
     return records
 
 
-def result_path(expert: str, name: str | None = None) -> Path:
-    """``results/experts/<expert>.json``; an ablation ``kind/index[/expert]`` -> ``results/ablations/kind_index[/expert].json``."""
-    if not name:
-        return paths.RESULTS / "experts" / f"{expert}.json"
-    return paths.RESULTS / "ablations" / f"{name.replace('/', '_', 1)}.json"
+def result_path(layout: Layout, expert: str, name: str | None = None) -> Path:
+    """``results/.../experts/<expert>.json``; an ablation ``kind/cell[/expert]`` -> ``results/.../ablations/kind_cell[/expert].json``."""
+    return layout.ablation_result(name) if name else layout.expert_result(expert)
 
 
-def train_and_evaluate(cfg: TrainingConfig, ecfg: EvaluationConfig, expert: str, name: str | None = None,
-                       evaluate: bool = True, out: Path | None = None, result: Path | None = None) -> dict:
+def train_and_evaluate(layout: Layout, cfg: TrainingConfig, ecfg: EvaluationConfig, expert: str,
+                       name: str | None = None, evaluate: bool = True, out: Path | None = None,
+                       result: Path | None = None) -> dict:
     """Train ``expert`` and score it on test. Outputs: the main line's (no ``name``), a named ablation run's, or the
     folder ``out`` with its record at ``result`` (the CLI's scratch runs, which touch no DVC output)."""
-    out = Path(out) if out is not None else run_dir(expert, name)
-    n = processes(cfg)
-    record = train_launched(cfg, expert, out, n) if n > 1 else train(cfg, expert, out)
+    out = Path(out) if out is not None else run_dir(layout, expert, name)
+    record = _train(layout, cfg, expert, out)
     if not evaluate:
         return {"train": record}
     label = name or expert
-    result = evaluate_model(out / "adapter", ecfg, label, out=result or result_path(expert, name),
+    result = evaluate_model(out / "adapter", ecfg, label, layout.tasks, out=result or result_path(layout, expert, name),
                             extra={"train": {k: record[k] for k in ("steps", "final_loss", "query_truncated_fraction", "mean_tokens_per_s",
                                                                      "data", "variant", "expert")}})
     c, lora = record["config"], record["config"]["lora"]

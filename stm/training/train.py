@@ -276,9 +276,10 @@ class Interrupted(RuntimeError):
     """Raised by the ``interrupt_after`` test hook to simulate a kill."""
 
 
-def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path | None = None,
-          interrupt_after: int | None = None, prompts: Path | None = None) -> dict:
-    """Train one expert (or FT-all with ``expert='all'``); write the adapter and its records to ``out_dir``."""
+def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path, interrupt_after: int | None = None,
+          prompts: Path | None = None) -> dict:
+    """Train one expert (or FT-all with ``expert='all'``) on the triples of ``processed`` (and, for a PO variant, the
+    prompts of the folder ``prompts``); write the adapter and its records to ``out_dir``."""
     out_dir = Path(out_dir)
     rows, data_record = load_rows(cfg, expert, processed, prompts)  # fails before any compute on bad input
     dist = init_distributed()
