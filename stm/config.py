@@ -30,6 +30,8 @@ SPLIT_NAMES = ("med_real", "med_synth", "search", "nlu")
 EXPERTS = (*SPLIT_NAMES, "all")
 VARIANTS = ("ft", "shn", "po", "shn_po")  # Table 4: fine-tuning, + synthetic hard negatives, + optimized prompts, both
 Variant = Literal[VARIANTS]
+MERGE_METHODS = ("linear", "ties", "task_arithmetic", "dare_ties")  # stm.merging.methods.MERGE_METHODS implements them
+BASELINES = ("bm25", "minilm")  # stm.core.evaluation.BASELINES implements them
 
 
 def uses_shn(variant: str) -> bool:
@@ -182,7 +184,7 @@ class EvaluationConfig(Strict):
         description="Embedded task names, MTEB task names, or paths to local BEIR folders.",
     )
     split: Literal["test", "dev"] = "test"
-    baselines: list[Literal["bm25", "minilm"]] = ["bm25", "minilm"]
+    baselines: list[Literal[BASELINES]] = list(BASELINES)
     batch_size: int = Field(default=32, ge=1)
     dtype: Dtype = Field(default="float32", validate_default=True)
     task_data: str | None = Field(default=None, description="Folder of local stand-ins for the MTEB tasks "
@@ -349,7 +351,7 @@ class DevSampleConfig(Strict):
 
 
 class MergingConfig(Strict):
-    methods: list[Literal["linear", "ties", "task_arithmetic", "dare_ties"]] = ["linear", "ties"]
+    methods: list[Literal[MERGE_METHODS]] = ["linear", "ties"]
     experts: list[str] = list(SPLIT_NAMES)
     dev_tasks: list[str] | None = Field(default=None, description="None: the evaluation tasks' dev splits.")
     dev_sample: DevSampleConfig = DevSampleConfig()

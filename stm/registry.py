@@ -1,4 +1,6 @@
-"""One small registry type for the things the paper varies (miners, generators, optimizers, search strategies)."""
+"""One small registry type for the things the paper varies (miners, generators, optimizers, search strategies, merge
+methods, baselines). Where ``stm.config`` validates a name before the stage that implements it is imported, the
+names are a tuple there (``MERGE_METHODS``, ``BASELINES``) and a test holds the registry to it."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ T = TypeVar("T")
 
 
 class Registry(dict[str, T], Generic[T]):
-    def __init__(self, kind: str, key: str):
+    """name -> implementation; ``lookup`` fails naming the params key and the known names (as ``error``)."""
+
+    def __init__(self, kind: str, key: str, error: type[Exception] = ValueError):
         super().__init__()
         self.kind = kind  # "miner", "generator", ...
         self.key = key  # the params key that names an entry, for error messages
+        self.error = error
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -27,4 +32,4 @@ class Registry(dict[str, T], Generic[T]):
         try:
             return self[name]
         except KeyError:
-            raise ValueError(f"{self.key}: unknown {self.kind} {name!r}; known: {sorted(self)}") from None
+            raise self.error(f"{self.key}: unknown {self.kind} {name!r}; known: {sorted(self)}") from None

@@ -285,3 +285,16 @@ def test_runs_of_different_profiles_and_backbones_never_share_an_output(tmp_path
                 common = (outs[a][name] & outs[b][name]) - shared
                 # two backbones of one profile share the profile's data and nothing else
                 assert not common or (same_profile and name in ("data", "synthesis", "baselines")), (a, b, name, common)
+
+
+def test_each_registry_implements_exactly_the_names_the_config_accepts():
+    """The names params.yaml may use are a tuple in stm.config (validated before a stage is imported); the stage's
+    registry implements each of them, and no other."""
+    from stm import config
+    from stm.core.evaluation import BASELINES
+    from stm.merging.methods import MERGE_METHODS, get_method
+    from stm.merging.methods import MergeError
+
+    assert set(MERGE_METHODS) == set(config.MERGE_METHODS) and set(BASELINES) == set(config.BASELINES)
+    with pytest.raises(MergeError, match=r"merging.methods: unknown merge method 'soup'; known: \['dare_ties'"):
+        get_method("soup")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from stm.core.assets import asset_dir
 from stm.core.prefix import PrefixCache
 from stm.core.tasks import TaskSpec, read_task, resolve, to_mteb
 from stm.io import environment_record, write_json
+from stm.registry import Registry
 
 log = logging.getLogger(__name__)
 METRICS = ("ndcg_at_10", "recall_at_10")
@@ -247,13 +248,15 @@ def minilm():
                    use_prompts=False)
 
 
-BASELINES = {"bm25": bm25, "minilm": minilm}
+BASELINES: Registry[Callable[[], object]] = Registry("baseline", "evaluation.baselines")
+BASELINES.register("bm25")(bm25)
+BASELINES.register("minilm")(minilm)
 
 
 def run_baselines(cfg: EvaluationConfig, tasks: Path, out: Path) -> dict:
     """BM25 (bm25s) and all-MiniLM-L6-v2 on the test tasks: ``results/baselines.json``."""
     specs = task_specs(cfg, tasks)
-    records = {name: evaluate(BASELINES[name](), specs, cfg.split, {"name": name, "kind": "baseline"})
+    records = {name: evaluate(BASELINES.lookup(name)(), specs, cfg.split, {"name": name, "kind": "baseline"})
                for name in cfg.baselines}
     table = {"split": cfg.split, "baselines": records}
     write_json(out, table)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stm.io import atomic_path, read_json, sha256_file
+from stm.registry import Registry
 
 
 SOURCE = "merge_source.json"  # written beside each scratch full model: what it was built from, and its base
@@ -34,23 +35,18 @@ class MergeMethod:
     in_memory: bool = False  # scored by stm/merging/inmemory.py (equal to mergekit within 1e-5); else via mergekit
 
 
-MERGE_METHODS: dict[str, MergeMethod] = {
-    m.name: m
-    for m in (
-        MergeMethod("linear", "linear", False, False, {"normalize": True}, in_memory=True),
-        MergeMethod("task_arithmetic", "task_arithmetic", True, False, {"normalize": False, "lambda": 1.0},
-                    in_memory=True),
-        MergeMethod("ties", "ties", True, True, {"normalize": False, "int8_mask": True, "lambda": 1.0}, in_memory=True),
-        MergeMethod("dare_ties", "dare_ties", True, True, {"normalize": False, "int8_mask": True, "lambda": 1.0}),
-    )
-}
+MERGE_METHODS: Registry[MergeMethod] = Registry("merge method", "merging.methods", MergeError)
+for _m in (
+    MergeMethod("linear", "linear", False, False, {"normalize": True}, in_memory=True),
+    MergeMethod("task_arithmetic", "task_arithmetic", True, False, {"normalize": False, "lambda": 1.0}, in_memory=True),
+    MergeMethod("ties", "ties", True, True, {"normalize": False, "int8_mask": True, "lambda": 1.0}, in_memory=True),
+    MergeMethod("dare_ties", "dare_ties", True, True, {"normalize": False, "int8_mask": True, "lambda": 1.0}),
+):
+    MERGE_METHODS.register(_m.name)(_m)
 
 
 def get_method(name: str) -> MergeMethod:
-    try:
-        return MERGE_METHODS[name]
-    except KeyError:
-        raise MergeError(f"merging.methods: unknown merge method {name!r}; known: {sorted(MERGE_METHODS)}") from None
+    return MERGE_METHODS.lookup(name)
 
 
 def _tokenizer_hash(folder: Path) -> str | None:
