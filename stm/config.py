@@ -8,8 +8,10 @@ output paths, so runs never overwrite each other: ``stm.paths``), one group per 
 switches backbone), whose values sit between a group's own values and the profile's overrides. A stage resolves only
 its own groups, and DVC tracks ``profiles.<profile>.<group>`` for the active profile only, so editing one profile
 reruns only its stages. The rehearsal inherits the paper block through YAML merge keys, which both DVC and this
-loader see resolved. Every group is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or an
-impossible value fails at once with the file and the dotted key named."""
+loader see resolved. Every group is a pydantic model with ``extra="forbid"`` and no defaults: ``params.yaml`` writes every setting that
+runs (a test checks each leaf is there), and the models only validate; an unknown key, a missing one, a wrong type
+or an impossible value fails at once with the file and the dotted key named. (The settings' own classes, such as
+``FormatConfig``, keep library defaults for code that builds one by hand; a run never reaches them.)"""
 
 from __future__ import annotations
 
@@ -73,12 +75,10 @@ class Strict(BaseModel):
 
 # ----------------------------------------------------------------------------------------- assets
 class AssetsConfig(Strict):
-    backbones: list[str] = Field(
-        default=["smollm2"],
-        description="Backbone ids: an embedded asset id (smollm2, gemma3-270m) or a HF hub id / local path.",
-    )
-    extra: list[str] = Field(default=["minilm", "pubmed"], description="Non-backbone assets to fetch.")
-    hub_standins: str | None = Field(default=None, description="Folder of local stand-ins (<backbone>/) copied in "
+    backbones: list[str] = Field(description="Backbone ids: an embedded asset id (smollm2, gemma3-270m) or a HF "
+                                             "hub id / local path.")
+    extra: list[str] = Field(description="Non-backbone assets to fetch.")
+    hub_standins: str | None = Field(description="Folder of local stand-ins (<backbone>/) copied in "
                                      "place of the paper backbones' hub downloads (the rehearsal); null: the hub.")
 
 
@@ -114,29 +114,23 @@ class EvalSetConfig(Strict):
 
 
 class DataConfig(Strict):
-    source: Literal["pubmed", "bmretriever"] = "pubmed"
-    seed: int = 13
-    split_sizes: dict[str, int] = Field(
-        default={"med_real": 1200, "med_synth": 300, "search": 1200, "nlu": 1200},
-        description="Triples per expert split.",
-    )
-    miner: Literal["bm25", "minilm"] = "bm25"
-    mine_top_k: int = Field(default=30, ge=2)
-    dev_rows: int = Field(default=100, ge=0, description="Rows per split held out (splits_dev/) for prompt optimization.")
-    max_passage_words: int = Field(default=120, ge=20)
-    eval: EvalSetConfig = EvalSetConfig(corpus_size=300, test_queries=100, dev_queries=40)
-    med_synth_generator: GenerationConfig = GenerationConfig(max_new_tokens=24, temperature=0.0, style="completion",
-                                                             batch_size=16)
-    med_synth_abstract_words: int = Field(default=80, ge=10, description="Abstract words shown to the question writer.")
-    bmretriever_path: str | None = Field(
-        default=None, description="paper profile: local ft_data.json, else the hub dataset is used."
-    )
+    source: Literal["pubmed", "bmretriever"]
+    seed: int
+    split_sizes: dict[str, int] = Field(description="Triples per expert split.")
+    miner: Literal["bm25", "minilm"]
+    mine_top_k: int = Field(ge=2)
+    dev_rows: int = Field(ge=0, description="Rows per split held out (splits_dev/) for prompt optimization.")
+    max_passage_words: int = Field(ge=20)
+    eval: EvalSetConfig
+    med_synth_generator: GenerationConfig
+    med_synth_abstract_words: int = Field(ge=10, description="Abstract words shown to the question writer.")
+    bmretriever_path: str | None = Field(description="paper profile: local ft_data.json, else the hub dataset is used.")
     split_patterns: list[tuple[str, Literal["med_real", "med_synth", "search", "nlu"]]] | None = Field(
-        default=None, description="paper profile: [regex on the instruction, split] pairs, first match wins (null: "
-        "stm/data/bmretriever.py's table; unmatched rows are Med-Synth).")
-    split_tolerance: float | None = Field(default=0.02, ge=0, description="paper profile: largest relative gap of "
+        description="paper profile: [regex on the instruction, split] pairs, first match wins (null: "
+                    "stm/data/bmretriever.py's table; unmatched rows are Med-Synth).")
+    split_tolerance: float | None = Field(ge=0, description="paper profile: largest relative gap of "
                                           "a split's share to Table 2's (null: no check).")
-    max_bad_rows: int = Field(default=1000, ge=0, description="paper profile: rows of ft_data.json that cannot be "
+    max_bad_rows: int = Field(ge=0, description="paper profile: rows of ft_data.json that cannot be "
                               "read as triples are counted and skipped, up to this many; one more stops the stage.")
 
     @field_validator("split_sizes")
@@ -179,33 +173,31 @@ class FormatConfig(Strict):
 
 
 class EvaluationConfig(Strict):
-    tasks: list[str] = Field(
-        default=["pubmed-keywords", "pubmed-claims", "pubmed-covid", "pubmed-mesh"], min_length=1,
-        description="Embedded task names, MTEB task names, or paths to local BEIR folders.",
-    )
-    split: Literal["test", "dev"] = "test"
-    baselines: list[Literal[BASELINES]] = list(BASELINES)
-    batch_size: int = Field(default=32, ge=1)
-    dtype: Dtype = Field(default="float32", validate_default=True)
-    task_data: str | None = Field(default=None, description="Folder of local stand-ins for the MTEB tasks "
-                                  "(<task>/<subset>/ BEIR folders, qrels per split); null: mteb loads them from the hub.")
-    prefix_cache: bool = Field(default=True, description="Cache the hidden states of the decoder layers that LoRA "
-                               "leaves frozen, once per run (.cache/prefix; stm/core/prefix.py): exact, a speed-up only.")
+    tasks: list[str] = Field(min_length=1, description="Embedded task names, MTEB task names, or paths to local "
+                                                       "BEIR folders.")
+    split: Literal["test", "dev"]
+    baselines: list[Literal[BASELINES]]
+    batch_size: int = Field(ge=1)
+    dtype: Dtype
+    task_data: str | None = Field(description="Folder of local stand-ins for the MTEB tasks "
+                                "(<task>/<subset>/ BEIR folders, qrels per split); null: mteb loads them from the hub.")
+    prefix_cache: bool = Field(description="Cache the hidden states of the decoder layers that LoRA "
+                             "leaves frozen, once per run (.cache/prefix; stm/core/prefix.py): exact, a speed-up only.")
 
 
 # -------------------------------------------------------------------------------------- synthesis
 class SynthesisConfig(Strict):
-    generator: GenerationConfig = GenerationConfig(max_new_tokens=96, style="completion", batch_size=16)
-    splits: list[str] = ["search"]
-    rows_per_split: int | None = Field(default=80, ge=1, description="Cap on rows to rewrite (None: all).")
-    rows: Literal["trained", "first"] = Field(default="trained", description="trained: the rows the split's expert "
+    generator: GenerationConfig
+    splits: list[str]
+    rows_per_split: int | None = Field(ge=1, description="Cap on rows to rewrite (None: all).")
+    rows: Literal["trained", "first"] = Field(description="trained: the rows the split's expert "
                                               "sees in training, in the order it first sees them (training.batch_size, "
                                               "max_steps, seed); first: the split's first rows.")
-    mode: Literal["replace", "add"] = "replace"
-    min_words: int = Field(default=12, ge=1)
-    max_words: int = Field(default=200, ge=2)
-    max_similarity: float = Field(default=0.85, gt=0, le=1, description="Reject near-copies above this ratio.")
-    released: str | None = Field(default=None, description="Released synthetic negatives (jsonl/parquet path or hub "
+    mode: Literal["replace", "add"]
+    min_words: int = Field(ge=1)
+    max_words: int = Field(ge=2)
+    max_similarity: float = Field(gt=0, le=1, description="Reject near-copies above this ratio.")
+    released: str | None = Field(description="Released synthetic negatives (jsonl/parquet path or hub "
                                  "id, keyed by bmretriever_index): rows take them and nothing is generated.")
 
     @model_validator(mode="after")
@@ -230,16 +222,16 @@ class GepaConfig(Strict):
 
 
 class PromptsConfig(Strict):
-    optimizer: Literal["none", "gp", "gepa"] = "gp"
-    gp_sizes: list[int] = [10, 20, 50, 100]
-    gp_size: int = Field(default=10, ge=1, description="Pool size used by the PO variant.")
-    gp_max_words: int = Field(default=20, ge=5, description="Longest generic prompt kept (its first sentence).")
-    gp_as_generated: bool = Field(default=False, description="Keep each generic prompt whole, as the generator wrote "
+    optimizer: Literal["none", "gp", "gepa"]
+    gp_sizes: list[int]
+    gp_size: int = Field(ge=1, description="Pool size used by the PO variant.")
+    gp_max_words: int = Field(ge=5, description="Longest generic prompt kept (its first sentence).")
+    gp_as_generated: bool = Field(description="Keep each generic prompt whole, as the generator wrote "
                                   "it (the paper); false: its first sentence, with meta-commentary filtered out.")
-    splits: list[str] = list(SPLIT_NAMES)
-    generator: GenerationConfig = GenerationConfig(max_new_tokens=48, temperature=1.0, style="chat", batch_size=16)
-    gepa: GepaConfig = GepaConfig(max_metric_calls=24, train_examples=20)
-    seed: int = 13
+    splits: list[str]
+    generator: GenerationConfig
+    gepa: GepaConfig
+    seed: int
 
     @model_validator(mode="after")
     def _gp(self) -> "PromptsConfig":
@@ -255,52 +247,48 @@ class LoraSettings(Strict):
     dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: str | list[str] = "all-linear"
     layers: int | None = Field(default=None, ge=1, description="LoRA on the top this many decoder layers only (the "
-                               "backward stops there and the frozen bottom is cached for evaluation); null: every layer.")
+                             "backward stops there and the frozen bottom is cached for evaluation); null: every layer.")
 
 
 class TrainingConfig(Strict):
-    backbone: str = Field(default="smollm2-12l", description="params.yaml's top-level `backbone` (load() fills it in).")
-    variant: Variant = Field(default="ft", description="Variant of an expert that "
-                                                          "`variants` does not name.")
-    variants: dict[str, Variant] = Field(
-        default={"search": "shn_po"}, description="Per-expert variant (Table 6: the best variant of each expert enters "
-                                                "the merge).")
-    po_pool: int | None = Field(default=None, ge=1, description="PO from the GP-N pool of this size (Table 10); None: prompts/selected.json.")
-    prompts_file: str | None = Field(default=None, description="PO from this selection file (Table 10's GEPA rows); "
+    backbone: str = Field(description="params.yaml's top-level `backbone` (load() fills it in).")
+    variant: Variant = Field(description="Variant of an expert that `variants` does not name.")
+    variants: dict[str, Variant] = Field(description="Per-expert variant (Table 6: the best variant of each expert "
+                                                     "enters the merge).")
+    po_pool: int | None = Field(ge=1, description="PO from the GP-N pool of this size (Table 10); None: "
+                                                  "prompts/selected.json.")
+    prompts_file: str | None = Field(description="PO from this selection file (Table 10's GEPA rows); "
                                      "None: the prompts stage's prompts/selected.json.")
-    lora: LoraSettings = LoraSettings()
-    learning_rate: float = Field(default=1e-3, gt=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    warmup_steps: int = Field(default=5, ge=0)
-    batch_size: int = Field(default=8, ge=2, description="Global batch (triples per step).")
-    max_steps: int | None = Field(default=120, ge=1, description="None: one epoch.")
-    epochs: float = Field(default=1.0, gt=0)
-    max_train_rows: int | None = Field(default=None, ge=2, description="Subsample a split (Figure 4).")
-    train_file: str | None = Field(default=None, description="Train on this triple file instead of the expert's split.")
-    init_adapter: str | None = Field(default=None, description="Start from this LoRA adapter (PT+FT, Figure 3).")
-    temperature: float = Field(default=0.05, gt=0, le=1)
+    lora: LoraSettings
+    learning_rate: float = Field(gt=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    warmup_steps: int = Field(ge=0)
+    batch_size: int = Field(ge=2, description="Global batch (triples per step).")
+    max_steps: int | None = Field(ge=1, description="None: one epoch.")
+    epochs: float = Field(gt=0)
+    max_train_rows: int | None = Field(ge=2, description="Subsample a split (Figure 4).")
+    train_file: str | None = Field(description="Train on this triple file instead of the expert's split.")
+    init_adapter: str | None = Field(description="Start from this LoRA adapter (PT+FT, Figure 3).")
+    temperature: float = Field(gt=0, le=1)
     hard_negatives_in_denominator: Literal["own", "all"] = Field(
-        default="all",
-        description="own: the paper's formula (only q_i's hard negative); all: every hard negative in the batch (MNRL).",
-    )
-    use_hard_negatives: bool = Field(default=True, description="False: in-batch negatives only.")
-    gather_across_devices: bool = True
-    processes: int | Literal["auto"] = Field(default="auto", description="Training processes a stage launches: auto, "
+        description="own: the paper's formula (only q_i's hard negative); all: every hard negative in the batch "
+                    "(MNRL).")
+    use_hard_negatives: bool = Field(description="False: in-batch negatives only.")
+    gather_across_devices: bool
+    processes: int | Literal["auto"] = Field(description="Training processes a stage launches: auto, "
                                              "one per GPU when there are several; 1: in-process.")
-    bidirectional: bool = False
-    gradient_checkpointing: bool = False
-    mini_batch_size: int | None = Field(default=None, ge=1, description="GradCache: the loss over the whole batch, "
+    bidirectional: bool
+    gradient_checkpointing: bool
+    mini_batch_size: int | None = Field(ge=1, description="GradCache: the loss over the whole batch, "
                                         "activations for this many rows per process at a time (null: all at once).")
-    dtype: Dtype = Field(default="float32", validate_default=True)
-    checkpoint_every: int = Field(default=10, ge=1)
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    seed: int = 13
-    train_passage_tokens: int | None = Field(default=64, ge=16, description="Passage token limit in training "
+    dtype: Dtype
+    checkpoint_every: int = Field(ge=1)
+    max_grad_norm: float | None = Field(gt=0)
+    seed: int
+    train_passage_tokens: int | None = Field(ge=16, description="Passage token limit in training "
                                              "only (null: format.max_passage_tokens); evaluation and the saved "
                                              "model keep format.max_passage_tokens.")
-    format: FormatConfig = FormatConfig(pooling="mean", include_prompt=False, max_query_tokens=64,
-                                        max_passage_tokens=128, query_template="{instruction}\nQuery:\n{query}",
-                                        passage_template="Represent this passage\npassage:\n{passage}")
+    format: FormatConfig
 
     @field_validator("variants")
     @classmethod
@@ -351,16 +339,16 @@ class DevSampleConfig(Strict):
 
 
 class MergingConfig(Strict):
-    methods: list[Literal[MERGE_METHODS]] = ["linear", "ties"]
-    experts: list[str] = list(SPLIT_NAMES)
-    dev_tasks: list[str] | None = Field(default=None, description="None: the evaluation tasks' dev splits.")
-    dev_sample: DevSampleConfig = DevSampleConfig()
-    search: MergeSearchConfig = MergeSearchConfig()
-    budgets: dict[str, int] = Field(default={}, description="Per-method budget overrides (mergekit-scored methods are slow).")
+    methods: list[Literal[MERGE_METHODS]]
+    experts: list[str]
+    dev_tasks: list[str] | None = Field(description="None: the evaluation tasks' dev splits.")
+    dev_sample: DevSampleConfig
+    search: MergeSearchConfig
+    budgets: dict[str, int] = Field(description="Per-method budget overrides (mergekit-scored methods are slow).")
     variants: dict[str, dict[str, Variant]] = Field(
-        default={}, description="Per method, the experts it merges in another variant than training.variants' (Table "
-        "6's footnote: Phi-4-mini's Linear merge used Med-Real PO); each expert's training stage also trains these.")
-    dtype: Dtype = Field(default="float32", validate_default=True)  # the merge arithmetic (mergekit)
+        description="Per method, the experts it merges in another variant than training.variants' (Table 6's "
+               "footnote: Phi-4-mini's Linear merge used Med-Real PO); each expert's training stage also trains these.")
+    dtype: Dtype  # the merge arithmetic (mergekit)
 
     @field_validator("experts")
     @classmethod
@@ -387,22 +375,23 @@ class MergingConfig(Strict):
 
 # -------------------------------------------------------------------------------------- ablations
 class AblationsConfig(Strict):
-    variant_experts: list[str] = Field(default=["search"], min_length=1,
-                                       description="Experts trained in every variant (Table 4: all four and FT-all).")
-    variants: list[Variant] = list(VARIANTS)
-    sizes: list[int | None] = Field(default=[100, 400, 1200], description="Rows of the union (Figure 4); null: all.")
-    seeds: list[int] = [1, 2, 3]
-    size_expert: str = "all"
-    steps: int | None = Field(default=30, ge=1, description="Steps per cell; null: the training schedule (epochs).")
-    po_expert: str = Field(default="all", description="The expert of Table 10's cells (the paper: FT-all).")
-    gepa_budgets: list[GepaBudget] = Field(default=[], description="Table 10's GEPA rows: the budgets whose cells "
+    variant_experts: list[str] = Field(min_length=1, description="Experts trained in every variant (Table 4: all four "
+                                                                 "and FT-all).")
+    variants: list[Variant]
+    sizes: list[int | None] = Field(description="Rows of the union (Figure 4); null: all.")
+    seeds: list[int]
+    size_expert: str
+    steps: int | None = Field(ge=1, description="Steps per cell; null: the training schedule (epochs).")
+    po_expert: str = Field(description="The expert of Table 10's cells (the paper: FT-all).")
+    gepa_budgets: list[GepaBudget] = Field(description="Table 10's GEPA rows: the budgets whose cells "
                                            "optimize and train (the paper: light, medium, heavy); a cell of another "
                                            "budget writes a record that says it was not run.")
 
     @field_validator("variant_experts", "po_expert")
     @classmethod
     def _experts(cls, v: list[str] | str) -> list[str] | str:
-        bad = sorted({v} - set(SPLIT_NAMES) - {"all"}) if isinstance(v, str) else sorted(set(v) - set(SPLIT_NAMES) - {"all"})
+        names = {v} if isinstance(v, str) else set(v)
+        bad = sorted(names - set(SPLIT_NAMES) - {"all"})
         if bad:
             raise ValueError(f"unknown expert(s) {bad}; experts are {[*SPLIT_NAMES, 'all']}")
         return v

@@ -33,6 +33,35 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
 
 
+def params_text(text: str) -> str:
+    """A test's params.yaml: the repository's file with the test's keys merged over it (a group model has no
+    defaults, so a file must name every setting); text that is not a YAML mapping stays as written (the tests of
+    malformed files)."""
+    import yaml
+
+    from stm import config, paths
+
+    try:
+        over = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if not isinstance(over, dict):
+        return text
+    return yaml.safe_dump(config._deep_merge(config.read_params(paths.PARAMS), over), sort_keys=False)
+
+
+def group_config(group: str, **overrides):
+    """A params group as the embedded profile resolves it (``params.yaml``'s own values: the group models carry no
+    defaults), with top-level ``overrides`` replacing keys whole (a nested dict is built by its own class)."""
+    from stm import config
+
+    raw = config.read_params()
+    values = dict(raw.get(group) or {})
+    if group == "training":
+        values["backbone"] = raw.get("backbone")
+    return config.validate(group, values | overrides, source=f"test ({group})")
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("tiny-llama"), "llama")

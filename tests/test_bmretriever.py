@@ -3,11 +3,11 @@ import re
 
 import pytest
 
-from stm.config import DataConfig, SynthesisConfig
 from stm.data import bmretriever
 from stm.data.schema import read_triples
 from stm.synthesis import shn
 from stm.io import DataError
+from conftest import group_config
 
 ROWS = [
     {"query": ["Given a web search query, retrieve relevant passages that answer the query", "what is a statin"],
@@ -25,7 +25,7 @@ def test_stand_in_ft_data_is_split_and_written_in_the_triple_schema(tmp_path, mo
     src = tmp_path / "ft_data.json"
     src.write_text("\n".join(json.dumps(r) for r in ROWS))
     stats_file = tmp_path / "results" / "data_stats.json"
-    stats = bmretriever.run(DataConfig(source="bmretriever", bmretriever_path=str(src), dev_rows=0,
+    stats = bmretriever.run(group_config("data", source="bmretriever", bmretriever_path=str(src), dev_rows=0,
                                        split_tolerance=None), tmp_path / "processed", stats_file)
     assert stats["split_sizes"] == {"med_real": 3, "med_synth": 3, "search": 3, "nlu": 3}
     rows = read_triples(tmp_path / "processed" / "splits" / "search.jsonl")
@@ -35,7 +35,7 @@ def test_stand_in_ft_data_is_split_and_written_in_the_triple_schema(tmp_path, mo
     # the synthesis stage joins the released negatives by BMRetriever row (one row has none released)
     negs = tmp_path / "negs.jsonl"
     negs.write_text("\n".join(json.dumps({"bmretriever_index": i, "hard_negative": f"synthetic {i}"}) for i in range(11)))
-    report = shn.run(SynthesisConfig(splits=["nlu", "search"], released=str(negs)), tmp_path / "processed",
+    report = shn.run(group_config("synthesis", splits=["nlu", "search"], released=str(negs)), tmp_path / "processed",
                      tmp_path / "synthesis.json")
     out = read_triples(tmp_path / "processed" / "synthesis" / "shn" / "nlu.jsonl")
     assert all(r["negative"] == f"synthetic {r['bmretriever_index']}" and r["mined_negative"] == "A cat sleeps."
@@ -74,7 +74,7 @@ def test_split_sizes_are_checked_against_table_2(tmp_path, monkeypatch):
     """Shares within 2% of Table 2's pass; a mapping that moves a dataset fails naming every count."""
     stats_file = tmp_path / "results" / "data_stats.json"
     paper = {"med_synth": 431, "med_real": 306, "search": 438, "nlu": 251}  # Table 2 in thousands
-    ok = DataConfig(source="bmretriever", bmretriever_path=str(_write_rows(tmp_path, paper)), dev_rows=0)
+    ok = group_config("data", source="bmretriever", bmretriever_path=str(_write_rows(tmp_path, paper)), dev_rows=0)
     assert bmretriever.run(ok, tmp_path / "p1", stats_file)["split_sizes"] == paper
     table = [("web search query", "nlu"), *bmretriever.INSTRUCTION_TABLE]  # MS MARCO moved into NLU
     moved = ok.model_copy(update={"split_patterns": table})
@@ -131,7 +131,7 @@ def test_ft_data_bad_rows_are_counted_and_skipped_up_to_the_cap(tmp_path, monkey
     good = [json.dumps(r) for r in ROWS]
     src = tmp_path / "ft_data.json"
     src.write_text("\n".join(good[:6] + ['{"query": "q", "pos": ["p"], "neg": [""]}', "{oops"] + good[6:]) + "\n")
-    cfg = DataConfig(source="bmretriever", bmretriever_path=str(src), dev_rows=0, split_tolerance=None)
+    cfg = group_config("data", source="bmretriever", bmretriever_path=str(src), dev_rows=0, split_tolerance=None)
     stats = bmretriever.run(cfg, tmp_path / "processed", stats_file)
     assert sum(stats["split_sizes"].values()) == len(ROWS)
     assert stats["bad_rows"]["count"] == 2 and stats["bad_rows"]["reasons"] == {"negative: empty": 1,

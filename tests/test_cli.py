@@ -3,9 +3,11 @@ import pytest
 import subprocess
 import sys
 
+from conftest import params_text
+
 
 def run_cli(tmp_path, params: str, *args):
-    (tmp_path / "params.yaml").write_text(params)
+    (tmp_path / "params.yaml").write_text(params_text(params))
     env = {**os.environ, "STM_ROOT": str(tmp_path)}
     return subprocess.run([sys.executable, "-m", "stm", *args], capture_output=True, text=True, env=env, timeout=300)
 
@@ -83,17 +85,18 @@ BAD_INPUTS = [  # (params.yaml, files to write, command, what the message must n
     ("profile: smoke\n", {}, ["tasks", "--profile", "huge"], "invalid choice: 'huge'"),
     # every profile's block is validated as merged, not only the active one's (the rehearsal inherits the paper's)
     ("profile: smoke\nprofiles:\n  paper:\n    training: {batch_size: one}\n", {}, ["data"],
-     "(profile paper, backbone smollm2): training.batch_size"),
+     "(profile paper, backbone smollm2-12l): training.batch_size"),
     # a group's own wrong value, which the active profile happens to override, is still refused
     ("profile: smoke\ntraining: {max_steps: lots}\nprofiles:\n  smoke:\n    training: {max_steps: 2}\n", {}, ["data"],
-     "(profile embedded, backbone smollm2): training.max_steps"),
+     "(profile embedded, backbone smollm2-12l): training.max_steps"),
     # a backbone typo is never sent to the hub
     ("profile: smoke\nbackbone: smollm3\n", {}, ["backbone"], "backbone 'smollm3': not one of the presets"),
     # --name is one folder name: it cannot climb out of the run folders
     ("profile: smoke\n", {}, ["train", "--expert", "nlu", "--name", "../../outside"], "is not a plain name"),
     ("profile: smoke\n", {}, ["evaluate", "--model", "x", "--name", "/tmp/x"], "is not a plain name"),
     # the training launch: the batch must split over the processes, checked before any process starts
-    ("profile: smoke\ntraining: {processes: 3, batch_size: 8}\n", {}, ["train", "--expert", "nlu", "--no-eval"],
+    ("profile: smoke\nprofiles:\n  smoke:\n    training: {processes: 3, batch_size: 8}\n", {},
+     ["train", "--expert", "nlu", "--no-eval"],
      "training.batch_size: 8 is not divisible by the 3 training processes"),
     # a notebook parameter that is not key=value
     ("profile: smoke\n", {}, ["notebook", "03_train", "-p", "expert"], "'expert' is not key=value"),
@@ -126,7 +129,7 @@ def test_a_params_file_that_is_not_utf8_names_its_line(tmp_path):
 
 def test_stm_debug_shows_the_traceback_of_a_bad_input(tmp_path):
     env = {**os.environ, "STM_ROOT": str(tmp_path), "STM_DEBUG": "1"}
-    (tmp_path / "params.yaml").write_text("profile: smoke\n")
+    (tmp_path / "params.yaml").write_text(params_text("profile: smoke\n"))
     proc = subprocess.run([sys.executable, "-m", "stm", "merge"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "expert adapters missing" in proc.stderr
 

@@ -3,12 +3,14 @@ import dataclasses
 import pytest
 
 from stm import config
+from conftest import params_text
 from stm.config import ConfigError
 
 
 def write(tmp_path, text):
+    """The repository's params with ``text``'s keys over them (malformed text as written)."""
     p = tmp_path / "params.yaml"
-    p.write_text(text)
+    p.write_text(params_text(text))
     return p
 
 
@@ -19,10 +21,10 @@ def test_every_group_validates_in_every_profile_of_the_repository():
 
 
 def test_profile_overrides_apply_and_defaults_stay(tmp_path):
-    p = write(tmp_path, "profile: smoke\ntraining:\n  max_steps: 40\n  batch_size: 8\n"
+    p = write(tmp_path, "profile: smoke\ntraining:\n  max_steps: 40\n  temperature: 0.07\n"
                         "profiles:\n  smoke: {training: {max_steps: 3}}\n")
     cfg = config.load("training", p)
-    assert cfg.max_steps == 3 and cfg.batch_size == 8
+    assert cfg.max_steps == 3 and cfg.temperature == 0.07  # the group's value where the profile names none
     assert config.load("training", p, profile="embedded").max_steps == 40
 
 
@@ -37,7 +39,7 @@ def test_profile_overrides_apply_and_defaults_stay(tmp_path):
     ("profiles:\n  smoke: {training: {dtype: float8}}\n", "training.dtype"),              # in a profile block
 ])
 def test_bad_values_fail_naming_file_and_key(tmp_path, text, key):
-    p = write(tmp_path, "profile: smoke\n" + text)
+    p = write(tmp_path, ("profile: smoke\n" if text.startswith("profiles") else "profile: embedded\n") + text)
     group = key.split(".")[0]
     with pytest.raises(ConfigError) as err:
         config.load(group, p)
@@ -93,25 +95,33 @@ def _fields(model, prefix=""):
             yield from _fields(nested, f"{prefix}{name}.")
 
 
-def test_params_yaml_is_the_one_source_of_defaults():
-    """A typed default that disagrees with params.yaml's embedded value is a second source of truth."""
+def test_params_yaml_names_every_setting_that_runs_and_the_code_holds_no_second_copy():
+    """Every leaf of every group is written in params.yaml's groups (nested ones too: a setting's class default never
+    fills a gap in a run), and the group models carry no default of their own."""
     import yaml
 
     from stm import paths
 
     raw = yaml.safe_load(paths.PARAMS.read_text())
 
-    def diff(given, default, key):
-        if isinstance(given, dict) and isinstance(default, dict) and not key.endswith(("split_sizes", "budgets")):
-            return [d for k, v in given.items() for d in diff(v, default.get(k, KeyError), f"{key}.{k}")]
-        return [] if given == default else [f"{key}: params.yaml {given!r}, stm/config.py {default!r}"]
+    def missing(given, resolved, key):
+        if isinstance(resolved, dict) and not key.endswith(("split_sizes", "budgets", "variants")):
+            if not isinstance(given, dict):
+                return [key]
+            return [m for k, v in resolved.items() for m in missing(given.get(k, KeyError), v, f"{key}.{k}")]
+        return [key] if given is KeyError else []
 
-    wrong = []
+    gaps, defaults = [], []
     for group, model in config.GROUPS.items():
-        section = raw.get(group) or {}
-        # model_construct: the defaults as written (validation would resolve ``dtype: auto`` for this machine)
-        wrong += diff(section, model.model_construct().model_dump(mode="json"), group)
-    assert not wrong, "\n".join(wrong)
+        resolved = config.dump(config.load(group, profile="embedded"))
+        resolved.pop("backbone", None) if group == "training" else None  # the top-level `backbone:` key
+        gaps += missing(raw.get(group) or {}, resolved, group)
+        defaults += [f"{group}.{n}" for n, f in model.model_fields.items() if not f.is_required()]
+    assert not gaps, f"settings that run but params.yaml does not show: {gaps}"
+    assert not defaults, f"defaults in stm/config.py (params.yaml holds them): {defaults}"
+    with pytest.raises(ConfigError, match=r"training.learning_rate: Field required"):
+        config.validate("training", {k: v for k, v in config.dump(config.load("training")).items()
+                                     if k != "learning_rate"})
 
 
 def test_every_config_key_is_read_by_some_code():
@@ -200,8 +210,8 @@ def test_every_backbone_preset_of_the_repository_validates():
     assert set(raw["backbones"]) == {"qwen3-0.6b", "gemma-2b", "phi4-mini"}
     for backbone, preset in raw["backbones"].items():
         for group, values in preset.items():
-            config.validate(group, config._deep_merge(config._deep_merge(raw[group], values),
-                                                      raw["profiles"]["paper"][group]),
+            own = raw[group] | ({"backbone": backbone} if group == "training" else {})
+            config.validate(group, config._deep_merge(config._deep_merge(own, values), raw["profiles"]["paper"][group]),
                             source=f"backbones.{backbone}")
 
 
@@ -233,14 +243,17 @@ def test_dtype_auto_is_resolved_in_one_place_and_configs_keep_the_result(monkeyp
     embedded default is float32 (reproducible across CPUs); ``auto`` is a setting a user opts into."""
     import torch
 
+    def given(group, **values):  # the embedded group with these values
+        return config.validate(group, config.dump(config.load(group, profile="embedded")) | values)
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert config.validate("training", {"dtype": "auto"}).dtype == "float32"
-    assert config.validate("evaluation", {"dtype": "auto"}).dtype == "float32"
+    assert given("training", dtype="auto").dtype == "float32"
+    assert given("evaluation", dtype="auto").dtype == "float32"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert config.validate("training", {"dtype": "auto"}).dtype == "bfloat16"
-    assert config.validate("training", {"dtype": "float32"}).dtype == "float32"  # an explicit choice stays
-    assert config.validate("data", {"med_synth_generator": {"dtype": "auto"}}).med_synth_generator.dtype == "bfloat16"
+    assert given("training", dtype="auto").dtype == "bfloat16"
+    assert given("training", dtype="float32").dtype == "float32"  # an explicit choice stays
+    assert given("data", med_synth_generator={"dtype": "auto"}).med_synth_generator.dtype == "bfloat16"
     # the embedded and smoke numbers are the same on every CPU, AMX or not: float32 training, scoring and generation
     for profile in ("embedded", "smoke"):
         assert config.load("training", profile=profile).dtype == config.load("evaluation", profile=profile).dtype \
@@ -248,4 +261,4 @@ def test_dtype_auto_is_resolved_in_one_place_and_configs_keep_the_result(monkeyp
             == config.load("synthesis", profile=profile).generator.dtype == "float32"
     assert config.load("merging", profile="embedded").dtype == "float32"
     with pytest.raises(ConfigError, match="training.dtype"):
-        config.validate("training", {"dtype": "int8"})
+        given("training", dtype="int8")

@@ -5,6 +5,7 @@ from stm.core.beir import write_beir
 from stm.core import retriever as R
 from stm.core.evaluation import Encoder, _is_query, _meta, averages, evaluate
 from stm.core.tasks import PAPER_TASKS, TaskError, resolve, to_mteb
+from conftest import group_config
 
 
 @pytest.fixture()
@@ -84,11 +85,10 @@ def test_task_metadata_is_mtebs_own_with_our_instruction(tmp_path, beir_folder):
 
 
 def test_bare_backbone_is_evaluated_with_the_training_format(tiny_model, beir_folder):
-    from stm.config import EvaluationConfig
     from stm.core.evaluation import score_model
 
     fmt = FormatConfig(pooling="mean", max_passage_tokens=40)
-    r = score_model(R.build(str(tiny_model), fmt), EvaluationConfig(dtype="float32"), "bare",
+    r = score_model(R.build(str(tiny_model), fmt), group_config("evaluation", dtype="float32"), "bare",
                     [resolve(str(beir_folder), None)], "test")
     assert r["model"]["pooling"] == "mean" and r["model"]["document_length"] == 40
     assert r["model"]["prompts"]["document"] == "Represent this passage\npassage: "

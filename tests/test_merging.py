@@ -9,6 +9,7 @@ from stm.merging.search import STRATEGIES, search
 from stm.core import retriever as R
 from stm.training.train import train
 from test_training import tiny_cfg
+from conftest import group_config
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +198,6 @@ def _merge_stage_inputs(experts, texts, tmp_path):
     """The merge stage's configs, its two experts and a one-task BEIR folder with a dev and a test split."""
     import shutil
 
-    from stm.config import EvaluationConfig, MergingConfig
     from stm.core.beir import write_beir
 
     adapters = experts[0]
@@ -208,9 +208,9 @@ def _merge_stage_inputs(experts, texts, tmp_path):
         write_beir(tmp_path / split, corpus, queries, {"q0": {"d0": 1}, "q1": {"d2": 1}}, split, {"name": "T"})
     shutil.copytree(tmp_path / "test", folder)
     shutil.copy(tmp_path / "dev" / "qrels" / "dev.tsv", folder / "qrels" / "dev.tsv")
-    mcfg = MergingConfig(methods=["linear"], experts=["med_real", "search"],
+    mcfg = group_config("merging", methods=["linear"], experts=["med_real", "search"],
                          search=MergeSearchConfig(strategy="grid", budget=3))
-    ecfg = EvaluationConfig(tasks=[str(folder)], dtype="float32", batch_size=4)
+    ecfg = group_config("evaluation", tasks=[str(folder)], dtype="float32", batch_size=4)
     return mcfg, ecfg, dict(zip(("med_real", "search"), adapters)), folder
 
 
@@ -301,7 +301,6 @@ def test_every_model_that_embeds_is_loaded_on_the_resolved_device(experts, tiny_
     merged model and the MiniLM-style plain folders. A recorder stands in for the constructor and builds on the CPU."""
     from sentence_transformers import SentenceTransformer
 
-    from stm.config import TrainingConfig
     from stm.merging.run import merged_retriever
     from stm.prompts.optimizers import backbone_retriever
 
@@ -316,7 +315,7 @@ def test_every_model_that_embeds_is_loaded_on_the_resolved_device(experts, tiny_
     monkeypatch.setattr(SentenceTransformer, "__init__", recorder)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert R.default_device() == "cuda"
-    backbone_retriever(TrainingConfig(backbone=str(tiny_model)))()       # GEPA's scorer, the backbone's evaluation
+    backbone_retriever(group_config("training", backbone=str(tiny_model)))()       # GEPA's scorer, the backbone's evaluation
     R.load(adapters[0])                                                  # an expert, as evaluation loads it
     DeltaMerger(adapters)                                                # every merge candidate
     merged_retriever(adapters[0], full[1], "float32")                    # a final merge
@@ -353,7 +352,6 @@ def test_a_method_merges_its_own_expert_variant(experts, texts, tmp_path):
 
 def test_the_merge_stage_finds_each_methods_expert_variant(tmp_path):
     """The training stage's own adapter unless merging.variants names another variant, then the one it trained beside."""
-    from stm.config import MergingConfig
     from stm.io import DataError, write_json
     from stm.merging.stage import expert_adapters
     from stm.paths import Layout
@@ -364,7 +362,7 @@ def test_the_merge_stage_finds_each_methods_expert_variant(tmp_path):
         (experts / e / "adapter").mkdir(parents=True)
         (experts / e / "adapter" / "adapter_config.json").write_text("{}")
         write_json(experts / e / "train_record.json", {"variant": v})
-    mcfg = MergingConfig(methods=["linear", "ties"], experts=["med_real", "search"],
+    mcfg = group_config("merging", methods=["linear", "ties"], experts=["med_real", "search"],
                          variants={"linear": {"med_real": "po", "search": "po"}})
     with pytest.raises(DataError, match=r"med_real/variants/po/adapter.*run the training stages"):
         expert_adapters(layout, mcfg, "linear")

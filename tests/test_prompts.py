@@ -4,10 +4,10 @@ import pytest
 
 from stm.io import DataError
 
-from stm.config import PromptsConfig
 from stm.prompts import optimizers
 from stm.core import retriever as R
 from stm.config import FormatConfig
+from conftest import group_config
 
 
 class FakeGenerator:
@@ -35,7 +35,7 @@ def test_gp_pools_are_deduplicated_filtered_and_nested(tmp_path, monkeypatch):
                "Rank every passage by how well it answers the question.", "Find the documents that best answer the query at hand.",
                "Match the query to passages that contain its answer and its context.", "ok"]
     monkeypatch.setattr(optimizers, "build_generator", lambda cfg: FakeGenerator(outputs))
-    cfg = PromptsConfig(gp_sizes=[1, 2, 3], gp_size=2)
+    cfg = group_config("prompts", gp_sizes=[1, 2, 3], gp_size=2)
     selected = optimizers.run(cfg, tmp_path, tmp_path / "splits_dev")  # the main line: its own pool only, one batch of samples
     assert not (tmp_path / "gp.json").exists() and selected["sampled"] == cfg.generator.batch_size
     optimizers.gp_pools(cfg, tmp_path)  # the ablation's pools extend the same sample cache
@@ -73,7 +73,7 @@ def test_gepa_runs_through_the_library_on_dev_rows_and_saves_history(tiny_model,
     monkeypatch.setattr(gepa_adapter, "build_generator", lambda cfg: FakeGenerator(
         ["```\nRetrieve the abstract whose findings support the given claim about patients.\n```"]))
     retriever = R.build(str(tiny_model), FormatConfig(max_query_tokens=16, max_passage_tokens=24))
-    cfg = PromptsConfig(optimizer="gepa", gepa={"budget": "light", "max_metric_calls": 30, "train_examples": 6,
+    cfg = group_config("prompts", optimizer="gepa", gepa={"budget": "light", "max_metric_calls": 30, "train_examples": 6,
                                                "reflection_minibatch_size": 2})
     best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, processed / "splits_dev", retriever)
     assert history and all(0.0 <= h["val_score"] <= 1.0 for h in history)
@@ -115,7 +115,6 @@ def test_unknown_optimizer_is_refused():
 
 
 def test_gp_keeps_the_first_sentence_within_the_word_limit(tmp_path, monkeypatch):
-    from stm.config import PromptsConfig
     from stm.prompts import optimizers
 
     outs = iter(["Retrieve documents that answer the query. Then rank them by relevance and explain why.",
@@ -125,7 +124,7 @@ def test_gp_keeps_the_first_sentence_within_the_word_limit(tmp_path, monkeypatch
         "id": "fake", "settings": lambda self: {}})())
     monkeypatch.setattr(optimizers, "generate_cached",
                         lambda gen, prompts, path, bs, desc, sample_ids: [next(outs, None) for _ in prompts])
-    cfg = PromptsConfig(gp_sizes=[2], gp_size=2, gp_max_words=12)
+    cfg = group_config("prompts", gp_sizes=[2], gp_size=2, gp_max_words=12)
     kept, meta = optimizers.generic_prompts(cfg, tmp_path, 2)
     assert kept == ["Retrieve documents that answer the query.",
                     "Find passages relevant to the question asked by the user today."]
@@ -151,7 +150,7 @@ def test_gepa_budget_follows_dspy_auto_and_scores_more_than_the_seed(tiny_model,
         "Retrieve documents on the drug and its dose.", "Find the study that tested this hypothesis.")]
     monkeypatch.setattr(gepa_adapter, "build_generator", lambda cfg: FakeGenerator(proposals))
     retriever = R.build(str(tiny_model), FormatConfig(max_query_tokens=16, max_passage_tokens=24))
-    cfg = PromptsConfig(optimizer="gepa", gepa={"budget": "light", "max_metric_calls": None, "train_examples": 4,
+    cfg = group_config("prompts", optimizer="gepa", gepa={"budget": "light", "max_metric_calls": None, "train_examples": 4,
                                                "reflection_minibatch_size": 2})
     best, history = gepa_adapter.optimize_split(cfg, "nlu", tmp_path, processed / "splits_dev", retriever)
     assert len(history) > 1  # the seed and at least one proposal were scored on the validation set
@@ -165,7 +164,6 @@ def test_gp_as_generated_keeps_whole_prompts_unfiltered_as_the_paper(tmp_path, m
     """The paper profile trains on the generated prompts as written: nothing cut to a sentence, nothing filtered for
     brackets or "here are"; only empty answers are dropped."""
     from stm import config
-    from stm.config import PromptsConfig
     from stm.prompts import optimizers
 
     whole = ["Here are the instructions: [retrieve] documents that answer the query. Then rank them.",
@@ -175,7 +173,7 @@ def test_gp_as_generated_keeps_whole_prompts_unfiltered_as_the_paper(tmp_path, m
         "id": "fake", "settings": lambda self: {}})())
     monkeypatch.setattr(optimizers, "generate_cached",
                         lambda gen, prompts, path, bs, desc, sample_ids: [next(outs, None) for _ in prompts])
-    cfg = PromptsConfig(gp_sizes=[3], gp_size=3, gp_max_words=12, gp_as_generated=True)
+    cfg = group_config("prompts", gp_sizes=[3], gp_size=3, gp_max_words=12, gp_as_generated=True)
     kept, meta = optimizers.generic_prompts(cfg, tmp_path, 3)
     assert kept == [w.strip() for w in whole] and meta["counts"]["empty"] == 1
     paper = config.load("prompts", profile="paper")

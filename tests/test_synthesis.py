@@ -2,13 +2,14 @@ import json
 
 import pytest
 
-from stm.config import GenerationConfig, SynthesisConfig, TrainingConfig
+from stm.config import GenerationConfig
 from stm.core.sampling import batch_order
 from stm.core.generation_cache import generate_cached, load_cache
 from stm.core.filters import check, clean
 from stm.core.generators import GeneratorError, build_generator
 from stm.rehearsal.fake_openai import FakeOpenAI
 from stm.synthesis.shn import PAPER_TEMPLATE, TemplateError, render
+from conftest import group_config
 
 MARKER_KEY = "sk-test-MARKER-5f1e2d"
 
@@ -141,8 +142,8 @@ def test_shn_stage_counts_rejections_and_falls_back(fake, server, processed, tmp
     from stm.data.schema import read_triples
 
     monkeypatch.setenv("STM_TEST_KEY", MARKER_KEY)
-    cfg = SynthesisConfig(generator=openai_cfg(server), splits=["nlu", "search"], rows_per_split=6, min_words=5)
-    training = TrainingConfig(batch_size=4, max_steps=3, seed=5)  # sees 12 of the 24 rows
+    cfg = group_config("synthesis", generator=openai_cfg(server), splits=["nlu", "search"], rows_per_split=6, min_words=5)
+    training = group_config("training", batch_size=4, max_steps=3, seed=5)  # sees 12 of the 24 rows
     fake.behaviour.mode = "garbage"
     report = shn.run(cfg, processed, tmp_path / "synthesis.json", training=training)
     nlu = report["splits"]["nlu"]

@@ -5,13 +5,14 @@ import torch
 
 from stm.config import TrainingConfig
 from stm.training.train import Interrupted, batch_order, checkpoint_dir, train
+from conftest import group_config, params_text
 
 
 def tiny_cfg(tiny_model, **kw) -> TrainingConfig:
     base = dict(backbone=str(tiny_model), batch_size=4, max_steps=6, warmup_steps=1, learning_rate=1e-2,
                 checkpoint_every=2, dtype="float32", lora={"r": 4, "alpha": 8},
                 format={"max_query_tokens": 16, "max_passage_tokens": 24}, variants={})  # every expert plain FT
-    return TrainingConfig.model_validate(base | kw)
+    return group_config("training", **(base | kw))
 
 
 def _adapter_tensors(out):
@@ -85,10 +86,10 @@ def test_two_process_training_equals_single_process(tiny_model, processed, tmp_p
     import yaml
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"profile": "embedded", "backbone": str(tiny_model), "training": {
+    params.write_text(params_text(yaml.safe_dump({"profile": "embedded", "backbone": str(tiny_model), "training": {
         "batch_size": 4, "max_steps": 2, "warmup_steps": 1, "learning_rate": 1e-2,
         "dtype": "float32", "lora": {"r": 4, "alpha": 8}, "format": {"max_query_tokens": 16, "max_passage_tokens": 24},
-        "hard_negatives_in_denominator": "own"}}))
+        "hard_negatives_in_denominator": "own"}})))
     script = tmp_path / "run.py"
     script.write_text(
         "import sys\nfrom pathlib import Path\nfrom stm import config\nfrom stm.training.train import train\n"
@@ -178,7 +179,6 @@ def test_a_training_stage_launches_its_own_processes_and_only_rank_0_writes(tiny
     """training.processes: 2 makes the stage itself run torch.distributed (gloo on CPU processes here)."""
     import json
 
-    from stm.config import EvaluationConfig
     from stm.paths import Layout
     from stm.training.launch import processes
     from stm.training.stage import train_and_evaluate
@@ -189,7 +189,7 @@ def test_a_training_stage_launches_its_own_processes_and_only_rank_0_writes(tiny
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     cfg = tiny_cfg(tiny_model, max_steps=2, processes=2)
     assert processes(cfg) == 2 and processes(cfg.model_copy(update={"processes": "auto"})) >= 1
-    out = train_and_evaluate(layout, cfg, EvaluationConfig(), "nlu", evaluate=False)
+    out = train_and_evaluate(layout, cfg, group_config("evaluation"), "nlu", evaluate=False)
     assert out["train"]["world_size"] == 2
     folder = layout.experts / "nlu"
     assert (folder / "adapter" / "adapter_config.json").exists()
@@ -347,7 +347,6 @@ def test_gradcache_mini_batches_give_the_whole_batch_step(tiny_model, dropout):
 
 def test_an_expert_stage_also_trains_the_variant_a_merge_method_takes(tiny_model, processed, tmp_path, monkeypatch):
     """merging.variants: Med-Real's stage trains its own variant (FT) and, beside it, the PO variant Linear merges."""
-    from stm.config import MergingConfig
     from stm.io import write_json
     from stm.paths import Layout
     from stm.training.stage import train_merge_variants
@@ -357,7 +356,7 @@ def test_an_expert_stage_also_trains_the_variant_a_merge_method_takes(tiny_model
     write_json(layout.selected_prompts, {"optimizer": "gp", "size": 2,
                                                          "pools": {"*": ["Find the passage", "Retrieve documents"]}})
     cfg = tiny_cfg(tiny_model, max_steps=2)
-    mcfg = MergingConfig(methods=["linear", "ties"], variants={"linear": {"med_real": "po"}, "ties": {"med_real": "ft"}})
+    mcfg = group_config("merging", methods=["linear", "ties"], variants={"linear": {"med_real": "po"}, "ties": {"med_real": "ft"}})
     records = train_merge_variants(layout, cfg, mcfg, "med_real")
     assert list(records) == ["po"]  # FT is the stage's own variant: not trained twice
     assert records["po"]["variant"] == "po" and records["po"]["data"]["prompts"]["optimizer"] == "gp2"
