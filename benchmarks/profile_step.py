@@ -18,7 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from common import matmul_peak_tflops, save
-from stm import config
+from stm import config, paths
 from stm.core import retriever as R
 from stm.paths import setup_environment
 from stm.training.data import load_rows
@@ -71,7 +71,7 @@ def main():
     ap.add_argument("--out", default="profile_step", help="result name: one per kind of machine (profile_step_amx)")
     args = ap.parse_args()
     base = config.load("training", profile="embedded")
-    rows, _ = load_rows(base, args.expert)
+    rows, _ = load_rows(base, args.expert, paths.Layout("embedded", "x").processed)
     out = {"expert": args.expert, "amx_bf16": torch.cpu._is_amx_tile_supported(), "batch": base.batch_size,
            "format": base.format.model_dump(), "dtypes": {}}
     for dtype in ("float32", "bfloat16"):

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from common import matmul_peak_tflops, peak_rss_mb, save
-from stm import config
+from stm import config, paths
 from stm.core import retriever as R
 from stm.paths import setup_environment
 from stm.training.data import load_rows
@@ -124,7 +124,7 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     args = ap.parse_args()
     cfg = config.load("training", backbone=args.backbone, profile="embedded")
-    rows, _ = load_rows(cfg, args.expert)
+    rows, _ = load_rows(cfg, args.expert, paths.Layout("embedded", "x").processed)
     data = batches(rows, cfg.batch_size, args.steps + 1)
     peak = matmul_peak_tflops()
     secs, tokens = run_ours(cfg, data)
