@@ -99,10 +99,6 @@ class Layout:
         return self.prompts / "selected.json"
 
     @property
-    def gp_pools(self) -> Path:  # every GP pool the ablations use
-        return self.prompts / "gp.json"
-
-    @property
     def artifacts(self) -> Path:  # adapters, checkpoints, merged models (DVC outputs, git-ignored)
         return self.root / "artifacts" / self.profile / self.backbone
 
