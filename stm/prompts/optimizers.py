@@ -101,7 +101,7 @@ def gp(cfg: PromptsConfig, out: Path, dev: Path, retriever: Callable | None = No
 
 def gp_pools(cfg: PromptsConfig, out: Path) -> dict:
     """Table 10's pools, GP-N for every N of ``gp_sizes``, nested (each the first N prompts of the largest): written
-    to ``out/gp.json`` (``Layout.gp_pools``) for the prompt-pool ablation, whatever optimizer the main line uses."""
+    to ``out/gp.json`` (``Layout.prompts``) for the prompt-pool ablation, whatever optimizer the main line uses."""
     out = Path(out)
     prompts, meta = generic_prompts(cfg, out, max(cfg.gp_sizes))
     table = {"pools": {str(n): prompts[:n] for n in cfg.gp_sizes}, **meta, "config": dump(cfg)}
