@@ -64,7 +64,7 @@ def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
     if cell["steps"] == 0:  # the untrained backbone in the training format: where the cells start
         rec = {"final_loss": None, "mean_tokens_per_s": None, "data": None}
     else:
-        rec = train(cfg, expert, out, EMBEDDED.processed)
+        rec = train(cfg, expert, out, EMBEDDED.processed).dump()
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     if cell["steps"] == 0:
@@ -75,9 +75,9 @@ def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
         dev = evaluate_model(out / "adapter", ecfg, name, EMBEDDED.tasks, "dev", specs=specs, prefix=prefix_cache(ecfg))
     row = {"cell": name, **cell, "backbone": backbone, "train_seconds": round(train_s, 1),
            "eval_seconds": round(time.perf_counter() - t1, 1), "final_loss": rec["final_loss"],
-           "mean_tokens_per_s": rec["mean_tokens_per_s"], "dev_ndcg_at_10": dev["averages"]["all"],
-           "per_task": {t: s["ndcg_at_10"] for t, s in dev["scores"].items()},
-           "per_query_ndcg_at_10": dev["per_query_ndcg_at_10"], "data": rec["data"]}
+           "mean_tokens_per_s": rec["mean_tokens_per_s"], "dev_ndcg_at_10": dev.average,
+           "per_task": {t: s["ndcg_at_10"] for t, s in dev.scores.items()},
+           "per_query_ndcg_at_10": dev.per_query_ndcg_at_10, "data": rec["data"]}
     record_file.write_text(json.dumps(row))
     print({k: v for k, v in row.items() if k not in ("per_query_ndcg_at_10", "data")}, flush=True)
     return row

@@ -53,8 +53,8 @@ def main():
         r = score_model(model, ecfg, f"{args.expert}@{done}", specs, "dev")
         model.train()
         point = {"step": done, "tokens": tokens, "train_seconds": round(train_s, 1),
-                 "dev_ndcg_at_10": r["averages"]["all"],
-                 "per_task": {t: s["ndcg_at_10"] for t, s in r["scores"].items()}}
+                 "dev_ndcg_at_10": r.average,
+                 "per_task": {t: s["ndcg_at_10"] for t, s in r.scores.items()}}
         print(point, flush=True)
         return point
 

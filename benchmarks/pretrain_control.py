@@ -25,7 +25,7 @@ from common import save
 from stm import config
 from stm.core.evaluation import evaluate_model
 from stm.figures.claims import paired_bootstrap
-from stm.figures.results import ablation_records
+from stm.core.records import Ablations
 from stm.paths import setup_environment
 from stm.training.ablations import with_overrides
 from stm.training.train import train
@@ -36,12 +36,12 @@ def main():
     run = config.Run.of()  # the run whose Figure 3 records this controls
     layout, profile, backbone = run.paths, run.profile, run.backbone
     a, tcfg, ecfg = run.load("ablations"), run.load("training"), run.load("evaluation")
-    pre = {k.removeprefix("pretrain_"): r for k, r in ablation_records(layout, "pretrain").items()}
+    pre = Ablations.load(layout).of("pretrain")
     missing = {"pt_ft", "ft"} - set(pre)
     if missing:
         raise SystemExit(f"no Figure 3 record for {sorted(missing)} under {layout.relative(layout.results)}: "
                          "run `dvc repro ablate_pretrain` first")
-    ft_steps = pre["ft"]["model"]["train"]["steps"]
+    ft_steps = pre["ft"].train.steps
     matched = 2 * ft_steps  # PT's steps plus FT's: the PT and FT cells train the same number
     cfg = with_overrides(tcfg, max_steps=matched)
     out = layout.artifacts / "benchmarks" / "pretrain_control"
@@ -49,17 +49,15 @@ def main():
     record = train(cfg, a.size_expert, out, layout.processed, prompts=layout.prompts)
     train_s = time.perf_counter() - t0
     result = evaluate_model(out / "adapter", ecfg, f"pretrain/ft_{matched}_steps", layout.tasks,
-                            extra={"train": {k: record[k] for k in ("steps", "final_loss", "query_truncated_fraction",
-                                                                     "mean_tokens_per_s", "data", "variant", "expert")}})
+                            extra={"train": record.summary()})
     comparisons = {
         f"PT+FT vs FT, both {matched} steps (what pre-training adds)": paired_bootstrap(pre["pt_ft"], result),
         f"FT {matched} steps vs FT {ft_steps} steps (what the extra steps add)": paired_bootstrap(result, pre["ft"]),
     }
-    averages = {"pt_ft": pre["pt_ft"]["averages"]["all"], f"ft_{ft_steps}": pre["ft"]["averages"]["all"],
-                f"ft_{matched}": result["averages"]["all"]}
+    averages = {"pt_ft": pre["pt_ft"].average, f"ft_{ft_steps}": pre["ft"].average, f"ft_{matched}": result.average}
     save("pretrain_control", {"profile": profile, "backbone": backbone, "expert": a.size_expert, "steps": matched,
                               "train_seconds": round(train_s, 1), "test_ndcg_at_10": averages,
-                              "comparisons": comparisons, "record": result})
+                              "comparisons": comparisons, "record": result.dump()})
 
 
 if __name__ == "__main__":

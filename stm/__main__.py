@@ -109,7 +109,7 @@ def _cmd_evaluate(args, run: Run) -> None:
 
     out = Path(args.out) if args.out else scratch_dir(run, args.name) / "result.json"  # never inside results/
     r = evaluate_model(args.model, run.load("evaluation"), args.name, run.paths.tasks, args.split, out)
-    print(r["scores"], r["averages"])
+    print(r.scores, r.averages)
 
 
 def _cmd_merge(args, run: Run) -> None:
@@ -151,14 +151,14 @@ def _cmd_backbone(args, run: Run) -> None:
     backbone = resolve_model(tcfg.backbone)
     r = evaluate_backbone(backbone, ecfg, tcfg.format, run.paths.tasks, "backbone", tcfg.bidirectional,
                           out=run.paths.backbone_record, frozen_layers=frozen_layers(backbone, tcfg.lora))
-    print(r["scores"], r["averages"])
+    print(r.scores, r.averages)
 
 
 def _cmd_compare(args, run: Run) -> None:
+    from stm.core.records import MainLine
     from stm.figures.compare import committed_records, compare, render
-    from stm.figures.results import model_records
 
-    rows = compare(committed_records(run.paths, args.ref), model_records(run.paths))
+    rows = compare(committed_records(run.paths, args.ref), MainLine.load(run.paths))
     print(render(rows))
     if any(r["verdict"] in ("outside", "missing") for r in rows):
         sys.exit(1)

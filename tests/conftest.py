@@ -62,6 +62,19 @@ def group_config(group: str, **overrides):
     return config.validate(group, values | overrides, source=f"test ({group})")
 
 
+def evaluation(per_query: dict[str, dict[str, float]], split: str = "test", **model):
+    """A valid evaluation record (``stm.core.records.Evaluation``) with these per-query nDCG@10 scores; ``model``:
+    the model description (``name``, ``train``, ``merge``)."""
+    from stm.core.records import Evaluation
+
+    means = {t: round(sum(q.values()) / len(q), 5) for t, q in per_query.items()}
+    avg = round(sum(means.values()) / len(means), 5) if means else 0.0
+    return Evaluation(model={"name": "m", **model}, split=split, tasks={t: {"name": t} for t in per_query},
+                      scores={t: {"ndcg_at_10": m, "recall_at_10": m} for t, m in means.items()},
+                      averages={"all": avg}, recall_averages={"all": avg}, per_query_ndcg_at_10=per_query,
+                      environment={"mteb": "test"})
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_model(tmp_path_factory.mktemp("tiny-llama"), "llama")

@@ -20,12 +20,12 @@ def beir_folder(tmp_path, texts):
 def test_local_beir_folder_evaluates_through_mteb_and_records_what_moves_numbers(tiny_model, beir_folder):
     enc = Encoder(R.build(str(tiny_model), FormatConfig()), "tiny", revision="r1")
     result = evaluate(enc, [str(beir_folder)], "test", {"name": "tiny", "pooling": "lasttoken"})
-    scores = result["scores"]["MyTask"]
+    scores = result.scores["MyTask"]
     assert 0.0 <= scores["ndcg_at_10"] <= 1.0 and 0.0 <= scores["recall_at_10"] <= 1.0
-    assert result["tasks"]["MyTask"]["instruction"] == "Find the document"
-    assert len(result["tasks"]["MyTask"]["data_hash"]) == 16
+    assert result.tasks["MyTask"]["instruction"] == "Find the document"
+    assert len(result.tasks["MyTask"]["data_hash"]) == 16
     assert enc.instructions_seen["MyTask"] == "Find the document\nQuery: "  # the model's template, filled
-    assert result["averages"]["all"] == scores["ndcg_at_10"]
+    assert result.average == scores["ndcg_at_10"]
 
 
 def test_a_perfect_encoder_scores_one(beir_folder):
@@ -50,8 +50,8 @@ def test_a_perfect_encoder_scores_one(beir_folder):
             return out
 
     result = evaluate(Oracle(), [str(beir_folder)], "test")
-    assert result["scores"]["MyTask"]["recall_at_10"] == 1.0
-    assert result["scores"]["MyTask"]["ndcg_at_10"] > 0.9  # q1 has graded relevance
+    assert result.scores["MyTask"]["recall_at_10"] == 1.0
+    assert result.scores["MyTask"]["ndcg_at_10"] > 0.9  # q1 has graded relevance
 
 
 def test_task_registry_resolution_and_errors(tmp_path):
@@ -90,17 +90,17 @@ def test_bare_backbone_is_evaluated_with_the_training_format(tiny_model, beir_fo
     fmt = FormatConfig(pooling="mean", max_passage_tokens=40)
     r = score_model(R.build(str(tiny_model), fmt), group_config("evaluation", dtype="float32"), "bare",
                     [resolve(str(beir_folder), None)], "test")
-    assert r["model"]["pooling"] == "mean" and r["model"]["document_length"] == 40
-    assert r["model"]["prompts"]["document"] == "Represent this passage\npassage: "
+    assert r.model["pooling"] == "mean" and r.model["document_length"] == 40
+    assert r.model["prompts"]["document"] == "Represent this passage\npassage: "
 
 
 def test_per_query_ndcg_averages_to_mtebs_number(tiny_model, beir_folder):
     """The per-query scores the report bootstraps are mteb's own metric, query by query (graded qrels included)."""
     enc = Encoder(R.build(str(tiny_model), FormatConfig()), "tiny")
     result = evaluate(enc, [str(beir_folder)], "test")
-    per_query = result["per_query_ndcg_at_10"]["MyTask"]
+    per_query = result.per_query_ndcg_at_10["MyTask"]
     assert sorted(per_query) == ["q0", "q1", "q2"]
-    assert abs(sum(per_query.values()) / 3 - result["scores"]["MyTask"]["ndcg_at_10"]) < 1e-4
+    assert abs(sum(per_query.values()) / 3 - result.scores["MyTask"]["ndcg_at_10"]) < 1e-4
 
 
 def test_paired_bootstrap_verdicts():
@@ -173,26 +173,26 @@ def test_tasks_command_prints_the_paper_tasks_and_dev_sets():
 
 def test_the_variant_map_is_chosen_on_dev_never_on_test(tmp_path, monkeypatch):
     """Per expert, the best dev average wins (FT on a tie), even where test says otherwise; test is only shown."""
+    from conftest import evaluation
+
+    from stm.core.records import Ablations
     from stm.figures.claims import variant_map
-    from stm.io import write_json
     from stm.paths import Layout
 
     layout = Layout("embedded", "b", tmp_path)
     qs = [f"q{i}" for i in range(50)]
 
     def rec(expert, variant, score):
-        return {"model": {"train": {"expert": expert, "variant": variant}}, "averages": {"all": score},
-                "per_query_ndcg_at_10": {"t": {q: score for q in qs}}}
+        return evaluation({"t": {q: score for q in qs}}, train={"expert": expert, "variant": variant})
 
     cells = {  # (expert, variant): (dev, test)
         ("search", "ft"): (0.50, 0.40), ("search", "shn"): (0.55, 0.30),  # SHN wins on dev, loses on test
         ("nlu", "ft"): (0.50, 0.30), ("nlu", "po"): (0.45, 0.60),        # PO loses on dev: FT, whatever test says
         ("med_real", "ft"): (0.50, 0.3), ("med_real", "shn"): (0.50, 0.4)}  # a tie: FT
     for (expert, variant), (dev, test) in cells.items():
-        write_json(layout.ablation_results / f"variant_{variant}" / f"{expert}.json", rec(expert, variant, test))
-        write_json(layout.ablation_results / f"variant_{variant}" / "dev" / f"{expert}.json",
-                   rec(expert, variant, dev))
-    rows = {r["expert"]: r for r in variant_map(layout)}
+        rec(expert, variant, test).save(layout.ablation_results / f"variant_{variant}" / f"{expert}.json")
+        rec(expert, variant, dev).save(layout.ablation_results / f"variant_{variant}" / "dev" / f"{expert}.json")
+    rows = {r["expert"]: r for r in variant_map(Ablations.load(layout))}
     assert {e: r["chosen on dev"] for e, r in rows.items()} == {"search": "shn", "nlu": "ft", "med_real": "ft"}
     assert rows["search"]["chosen - FT, dev [95% CI]"].endswith("holds")
     assert rows["nlu"]["test po"] == 0.60 and rows["search"]["dev shn"] == 0.55
@@ -212,7 +212,7 @@ def test_per_query_scores_of_an_mteb_task_come_from_mteb_and_average_to_its_numb
     spec = resolve("CUREv1", None, "test", root)
     model = R.build(str(tiny_model), FormatConfig(max_query_tokens=16, max_passage_tokens=24), device="cpu")
     rec = evaluate(Encoder(model, "tiny"), [spec], "test")
-    per_query = rec["per_query_ndcg_at_10"]["CUREv1"]
+    per_query = rec.per_query_ndcg_at_10["CUREv1"]
     assert len(spec.splits) > 1 and {k.split("/")[0] for k in per_query} == set(spec.splits)
     # mteb's own number for one split, from a second run: the mean of that split's per-query scores
     captured = {}

@@ -177,10 +177,10 @@ def test_merge_stage_rerun_reuses_every_cached_score(experts, texts, tmp_path):
     mcfg, ecfg, adapter_map, folder = _merge_stage_inputs(experts, texts, tmp_path)
     first = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "merged", tmp_path / "merging.json")
     again = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "merged", tmp_path / "merging.json")
-    a, b = first["methods"]["linear"], again["methods"]["linear"]
-    assert (a["candidates_reused"], b["candidates_reused"]) == (0, 3)
-    assert b["history"] == a["history"] and b["test"]["scores"] == a["test"]["scores"]
-    assert b["seconds_per_candidate"] == a["seconds_per_candidate"] > 0  # from the cache, not lost
+    a, b = first.methods["linear"], again.methods["linear"]
+    assert (a.candidates_reused, b.candidates_reused) == (0, 3)
+    assert b.history == a.history and b.test.scores == a.test.scores
+    assert b.seconds_per_candidate == a.seconds_per_candidate > 0  # from the cache, not lost
     assert not (tmp_path / ".merged-inputs").exists()
     assert json.loads((tmp_path / "merging.json").read_text())["methods"]["linear"]["candidates_reused"] == 3
     # the shipped merge is a sentence-transformers folder that reproduces its recorded test scores as a user loads it
@@ -189,9 +189,9 @@ def test_merge_stage_rerun_reuses_every_cached_score(experts, texts, tmp_path):
     from stm.core.evaluation import Encoder, evaluate
 
     user = SentenceTransformer(str(tmp_path / "merged" / "linear"), device="cpu")
-    again_scores = evaluate(Encoder(user, "user"), [str(folder)], "test")["scores"]
-    assert again_scores == a["test"]["scores"]
-    assert a["inmemory_vs_mergekit_max_abs_diff"] < 1e-4
+    again_scores = evaluate(Encoder(user, "user"), [str(folder)], "test").scores
+    assert again_scores == a.test.scores
+    assert a.inmemory_vs_mergekit_max_abs_diff < 1e-4
 
 
 def _merge_stage_inputs(experts, texts, tmp_path):
@@ -259,9 +259,9 @@ def test_a_sigkilled_merge_search_resumes_to_the_same_choice(experts, texts, tmp
     assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "merging.json").exists()
     resumed = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "killed" / "merged", tmp_path / "killed" / "merging.json")
     whole = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "whole" / "merged", tmp_path / "whole" / "merging.json")
-    a, b = resumed["methods"]["linear"], whole["methods"]["linear"]
-    assert a["candidates_reused"] >= 1
-    assert a["history"] == b["history"] and a["chosen"] == b["chosen"] and a["test"]["scores"] == b["test"]["scores"]
+    a, b = resumed.methods["linear"], whole.methods["linear"]
+    assert a.candidates_reused >= 1
+    assert a.history == b.history and a.chosen == b.chosen and a.test.scores == b.test.scores
 
 
 @pytest.mark.parametrize("method", ["linear", "ties"])
@@ -336,13 +336,13 @@ def test_a_method_merges_its_own_expert_variant(experts, texts, tmp_path):
                                    "search": mcfg.search.model_copy(update={"budget": 1})})
     own = {"linear": {"med_real": po, "search": adapter_map["search"]}}
     report = run(mcfg, ecfg, adapter_map, tmp_path / "tasks", tmp_path / "merged", tmp_path / "merging.json", method_adapters=own)
-    linear, ta = report["methods"]["linear"], report["methods"]["task_arithmetic"]
-    assert linear["variants"] == {"med_real": "po"} and "variants" not in ta
-    assert [m["model"] for m in linear["mergekit_config"]["models"]][0].endswith("med_real-po")
-    assert [m["model"] for m in ta["mergekit_config"]["models"]][0].endswith("med_real")
+    linear, ta = report.methods["linear"], report.methods["task_arithmetic"]
+    assert linear.variants == {"med_real": "po"} and "variants" not in ta.dump()
+    assert [m["model"] for m in linear.mergekit_config["models"]][0].endswith("med_real-po")
+    assert [m["model"] for m in ta.mergekit_config["models"]][0].endswith("med_real")
     probe = ["a probe sentence about heart disease in mice"]
     shipped = R.encode(R.load(tmp_path / "merged" / "linear", "float32"), probe, R.DOCUMENT)
-    w = linear["chosen"]["weights"]
+    w = linear.chosen.weights
     with_variant = R.encode(DeltaMerger([po, adapter_map["search"]], "float32").merge(get_method("linear"), w), probe,
                             R.DOCUMENT)
     with_own = R.encode(DeltaMerger([adapter_map["med_real"], adapter_map["search"]], "float32").merge(
@@ -352,7 +352,8 @@ def test_a_method_merges_its_own_expert_variant(experts, texts, tmp_path):
 
 def test_the_merge_stage_finds_each_methods_expert_variant(tmp_path):
     """The training stage's own adapter unless merging.variants names another variant, then the one it trained beside."""
-    from stm.io import DataError, write_json
+    from stm.core.records import TrainingRecord
+    from stm.io import DataError
     from stm.merging.stage import expert_adapters
     from stm.paths import Layout
 
@@ -361,7 +362,9 @@ def test_the_merge_stage_finds_each_methods_expert_variant(tmp_path):
     for e, v in (("med_real", "ft"), ("search", "po")):
         (experts / e / "adapter").mkdir(parents=True)
         (experts / e / "adapter" / "adapter_config.json").write_text("{}")
-        write_json(experts / e / "train_record.json", {"variant": v})
+        TrainingRecord(expert=e, backbone="b", retriever={}, variant=v, steps=1, world_size=1, loss={}, config={},
+                       data={}, final_loss=None, query_truncated_fraction=0.0, mean_tokens_per_s=0.0,
+                       environment={}).save(TrainingRecord.path(experts / e))
     mcfg = group_config("merging", methods=["linear", "ties"], experts=["med_real", "search"],
                          variants={"linear": {"med_real": "po", "search": "po"}})
     with pytest.raises(DataError, match=r"med_real/variants/po/adapter.*run the training stages"):

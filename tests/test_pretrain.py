@@ -35,7 +35,7 @@ def test_train_file_and_init_adapter(tiny_model, processed, tmp_path):
     write_jsonl(tmp_path / "ict.jsonl", [r | {"split": "pretrain", "negative": "unused"} for r in rows])
     rec = train(tiny_cfg(tiny_model, train_file=str(tmp_path / "ict.jsonl"), use_hard_negatives=False),
                 "pretrain", tmp_path / "pt", processed)
-    assert list(rec["data"]["files"]) == ["ict.jsonl"]  # named from the folder that holds the profile's data
+    assert list(rec.data["files"]) == ["ict.jsonl"]  # named from the folder that holds the profile's data
     # starting from PT's adapter with a vanishing learning rate keeps PT's weights
     train(tiny_cfg(tiny_model, init_adapter=str(tmp_path / "pt" / "adapter"), learning_rate=1e-12),
           "nlu", tmp_path / "ptft", processed)

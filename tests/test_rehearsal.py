@@ -138,13 +138,14 @@ def test_the_rehearsal_scores_are_scores_and_training_moves_them(rehearsal_repo)
 @pytest.mark.slow
 def test_the_paper_claims_carry_intervals_on_the_mteb_stand_ins(rehearsal_repo):
     """Per-query scores of MTEB tasks come from mteb's own hook, so the claims table has intervals, not 'not measured'."""
+    from stm.core.records import MainLine
     from stm.figures.claims import main_line_claims
     from stm.paths import Layout
 
     run = rehearsal_repo[0] / "results" / "rehearsal" / "qwen3-0.6b"
     backbone = json.loads((run / "backbone.json").read_text())
     assert set(backbone["per_query_ndcg_at_10"]) == set(backbone["scores"])  # every MTEB stand-in, CUREv1's splits too
-    rows = main_line_claims(Layout("rehearsal", "qwen3-0.6b", rehearsal_repo[0]))
+    rows = main_line_claims(MainLine.load(Layout("rehearsal", "qwen3-0.6b", rehearsal_repo[0])))
     measured = [r for r in rows if "ci95" in r]
     assert measured and all(r["ci95"][0] <= r["diff"] <= r["ci95"][1] for r in measured)
     assert not [r for r in rows if r["verdict"].startswith("not measured")]

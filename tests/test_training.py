@@ -30,10 +30,10 @@ def test_training_reduces_loss_and_writes_records(tiny_model, processed, tmp_pat
     log = __import__("json").loads((tmp_path / "run" / "train_log.json").read_text())
     assert len(log) == 12
     assert sum(h["loss"] for h in log[-3:]) < sum(h["loss"] for h in log[:3])
-    assert rec["data"]["files"] and rec["data"]["rows"] == 24
+    assert rec.data["files"] and rec.data["rows"] == 24
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "run" / "adapter" / "modules.json").exists()  # a sentence-transformers folder
-    assert rec["retriever"]["adapter"] is True and rec["retriever"]["model"] == tiny_model.name
+    assert rec.retriever["adapter"] is True and rec.retriever["model"] == tiny_model.name
     assert not checkpoint_dir(tmp_path / "run").exists()
 
 
@@ -156,7 +156,7 @@ def test_query_truncation_is_measured_and_recorded(tiny_model, processed, tmp_pa
     long = [r | {"instruction": "retrieve " * 40} for r in rows[:10]] + rows[10:]
     assert 0 < query_truncation(retriever, long, 16, 0) < 1
     rec = train(cfg.model_copy(update={"max_steps": 1}), "nlu", tmp_path / "t", processed)
-    assert rec["query_truncated_fraction"] == query_truncation(retriever, rows, 16, cfg.seed)
+    assert rec.query_truncated_fraction == query_truncation(retriever, rows, 16, cfg.seed)
 
 
 def test_each_expert_trains_on_the_files_of_its_own_variant(tiny_model, processed):
@@ -190,7 +190,7 @@ def test_a_training_stage_launches_its_own_processes_and_only_rank_0_writes(tiny
     cfg = tiny_cfg(tiny_model, max_steps=2, processes=2)
     assert processes(cfg) == 2 and processes(cfg.model_copy(update={"processes": "auto"})) >= 1
     out = train_and_evaluate(layout, cfg, group_config("evaluation"), "nlu", evaluate=False)
-    assert out["train"]["world_size"] == 2
+    assert out.train.world_size == 2
     folder = layout.experts / "nlu"
     assert (folder / "adapter" / "adapter_config.json").exists()
     assert json.loads((folder / "train_record.json").read_text())["world_size"] == 2
@@ -359,7 +359,7 @@ def test_an_expert_stage_also_trains_the_variant_a_merge_method_takes(tiny_model
     mcfg = group_config("merging", methods=["linear", "ties"], variants={"linear": {"med_real": "po"}, "ties": {"med_real": "ft"}})
     records = train_merge_variants(layout, cfg, mcfg, "med_real")
     assert list(records) == ["po"]  # FT is the stage's own variant: not trained twice
-    assert records["po"]["variant"] == "po" and records["po"]["data"]["prompts"]["optimizer"] == "gp2"
+    assert records["po"].variant == "po" and records["po"].data["prompts"]["optimizer"] == "gp2"
     assert (layout.expert_variant("med_real", "po") / "adapter" / "adapter_config.json").exists()
     assert not (layout.experts / ".med_real-variants" / "po").exists()  # moved into the stage's output
     assert train_merge_variants(layout, cfg, mcfg, "search") == {}

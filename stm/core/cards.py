@@ -3,19 +3,20 @@ model is, how it was made, its scores with their 95% intervals, and how to load 
 
 from __future__ import annotations
 
+from stm.core.records import Evaluation
 from stm.core.stats import bootstrap_mean
 
 
-def model_card(title: str, record: dict, recipe: list[str], data: list[str] | None = None) -> str:
+def model_card(title: str, record: Evaluation, recipe: list[str], data: list[str] | None = None) -> str:
     """``record``: the model's evaluation record (scores, per-query nDCG@10, the model as scored); ``recipe`` and
     ``data``: one line each of how it was made and what it was trained on."""
-    model = record.get("model", {})
+    model = record.model
     interval = bootstrap_mean(record)
-    avg = record["averages"]["all"]
+    avg = record.average
     ci = f" [{interval[1]:.3f}, {interval[2]:.3f}]" if interval else ""
-    n = sum(len(v) for v in (record.get("per_query_ndcg_at_10") or {}).values())
-    rows = "\n".join(f"| {t} | {s['ndcg_at_10']:.3f} | {s['recall_at_10']:.3f} |" for t, s in record["scores"].items())
-    task = next(iter(record["scores"]), "query")
+    n = record.queries
+    rows = "\n".join(f"| {t} | {s['ndcg_at_10']:.3f} | {s['recall_at_10']:.3f} |" for t, s in record.scores.items())
+    task = next(iter(record.scores), "query")
     lines = [
         "---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
         "tags: [sentence-transformers, feature-extraction, retrieval, biomedical, stm]", "license: mit", "---", "",
@@ -28,7 +29,7 @@ def model_card(title: str, record: dict, recipe: list[str], data: list[str] | No
         f"passage tokens, {model.get('dtype')}",
         *(f"- {line}" for line in recipe),
         *(["", "## Training data", "", *(f"- {line}" for line in data)] if data else []),
-        "", f"## Scores ({record.get('split', 'test')} split, nDCG@10 and Recall@10)", "",
+        "", f"## Scores ({record.split} split, nDCG@10 and Recall@10)", "",
         "| task | nDCG@10 | Recall@10 |", "|---|---|---|", rows, "",
         f"Average nDCG@10: **{avg:.3f}**{ci} (95% bootstrap interval over {n} queries).", "",
         "## Use", "", "```python", "from sentence_transformers import SentenceTransformer", "",

@@ -29,8 +29,9 @@ from stm.config import EvaluationConfig, dump
 from stm.core import retriever as R
 from stm.core.assets import asset_dir
 from stm.core.prefix import PrefixCache
+from stm.core.records import Baselines, Evaluation
 from stm.core.tasks import TaskSpec, read_task, resolve, to_mteb
-from stm.io import environment_record, write_json
+from stm.io import environment_record
 from stm.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,8 @@ def averages(scores: dict[str, dict[str, float]], groups: dict[str, str], metric
     return out
 
 
-def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", model_record: dict | None = None) -> dict:
+def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test",
+             model_record: dict | None = None) -> Evaluation:
     """Score ``encoder`` on ``tasks``: specs, or MTEB names and BEIR folders (embedded tasks come as specs, built
     from the run's task folder by ``task_specs``)."""
     import mteb
@@ -171,16 +173,16 @@ def evaluate(encoder, tasks: Sequence[str | TaskSpec], split: str = "test", mode
         elif isinstance(encoder, Encoder) and spec.folder is not None:
             per_query[spec.name] = per_query_ndcg(encoder, spec)
     groups = {s.name: s.group for s in specs}
-    return {
-        "model": model_record or {"name": encoder.mteb_model_meta.name},
-        "split": split,
-        "tasks": {s.name: s.record() for s in specs},
-        "scores": scores,
-        "averages": averages(scores, groups),
-        "recall_averages": averages(scores, groups, "recall_at_10"),
-        "per_query_ndcg_at_10": per_query,
-        "environment": environment_record() | {"mteb": mteb.__version__},
-    }
+    return Evaluation(
+        model=model_record or {"name": encoder.mteb_model_meta.name},
+        split=split,
+        tasks={s.name: s.record() for s in specs},
+        scores=scores,
+        averages=averages(scores, groups),
+        recall_averages=averages(scores, groups, "recall_at_10"),
+        per_query_ndcg_at_10=per_query,
+        environment=environment_record() | {"mteb": mteb.__version__},
+    )
 
 
 def task_specs(cfg: EvaluationConfig, tasks: Path, split: str | None = None) -> list[TaskSpec]:
@@ -195,19 +197,19 @@ def prefix_cache(cfg: EvaluationConfig, layers: int | None = None) -> PrefixCach
 
 
 def score_model(model, cfg: EvaluationConfig, name: str, specs: Sequence[TaskSpec], split: str,
-                extra: dict | None = None, out: Path | None = None, prefix: PrefixCache | None = None) -> dict:
-    """Score a retriever on tasks; the record describes the model as it was scored."""
+                extra: dict | None = None, out: Path | None = None, prefix: PrefixCache | None = None) -> Evaluation:
+    """Score a retriever on tasks; the record describes the model as it was scored (saved at ``out`` if given)."""
     enc = Encoder(model, name, cfg.batch_size, prefix=prefix)
     result = evaluate(enc, specs, split, R.describe(model) | {"name": name} | (extra or {}))
-    result["evaluation_config"] = dump(cfg)
+    result.evaluation_config = dump(cfg)
     if out is not None:
-        write_json(out, result)
+        result.save(out)
     return result
 
 
 def evaluate_model(source: str | Path, cfg: EvaluationConfig, name: str, tasks: Path, split: str | None = None,
                    out: Path | None = None, extra: dict | None = None, specs: Sequence[TaskSpec] | None = None,
-                   prefix: PrefixCache | None = None) -> dict:
+                   prefix: PrefixCache | None = None) -> Evaluation:
     """Evaluate a folder we wrote (expert or merge): loaded with plain ``SentenceTransformer(path)``; on ``specs``
     when given (e.g. sampled dev sets), else on the evaluation tasks' ``split``. ``prefix``: default, the run's
     cache (an adapter's frozen layers are found in the adapter)."""
@@ -217,7 +219,7 @@ def evaluate_model(source: str | Path, cfg: EvaluationConfig, name: str, tasks: 
 
 
 def evaluate_backbone(backbone: str, cfg: EvaluationConfig, fmt, tasks: Path, name: str = "backbone",
-                      bidirectional: bool = False, out: Path | None = None, frozen_layers: int | None = None) -> dict:
+                      bidirectional: bool = False, out: Path | None = None, frozen_layers: int | None = None) -> Evaluation:
     """An untrained decoder in a given format (the 'before training' row). ``frozen_layers``: the bottom layers the
     run's LoRA leaves alone; their output is cached for every later model of the run (``evaluation.prefix_cache``)."""
     specs = task_specs(cfg, tasks)
@@ -226,9 +228,9 @@ def evaluate_backbone(backbone: str, cfg: EvaluationConfig, fmt, tasks: Path, na
                        prefix_cache(cfg, frozen_layers))
 
 
-def dev_score(result: dict, ndcg_weight: float) -> float:
+def dev_score(result: Evaluation, ndcg_weight: float) -> float:
     """The merge-selection score: w * nDCG@10 + (1 - w) * Recall@10, averaged over dev tasks."""
-    vals = [ndcg_weight * s["ndcg_at_10"] + (1 - ndcg_weight) * s["recall_at_10"] for s in result["scores"].values()]
+    vals = [ndcg_weight * s["ndcg_at_10"] + (1 - ndcg_weight) * s["recall_at_10"] for s in result.scores.values()]
     return round(sum(vals) / len(vals), 5)
 
 
@@ -253,11 +255,11 @@ BASELINES.register("bm25")(bm25)
 BASELINES.register("minilm")(minilm)
 
 
-def run_baselines(cfg: EvaluationConfig, tasks: Path, out: Path) -> dict:
-    """BM25 (bm25s) and all-MiniLM-L6-v2 on the test tasks: ``results/baselines.json``."""
+def run_baselines(cfg: EvaluationConfig, tasks: Path, out: Path) -> Baselines:
+    """BM25 (bm25s) and all-MiniLM-L6-v2 on the test tasks: ``results/<profile>/baselines.json``."""
     specs = task_specs(cfg, tasks)
-    records = {name: evaluate(BASELINES.lookup(name)(), specs, cfg.split, {"name": name, "kind": "baseline"})
-               for name in cfg.baselines}
-    table = {"split": cfg.split, "baselines": records}
-    write_json(out, table)
+    table = Baselines(split=cfg.split, baselines={
+        name: evaluate(BASELINES.lookup(name)(), specs, cfg.split, {"name": name, "kind": "baseline"})
+        for name in cfg.baselines})
+    table.save(out)
     return table

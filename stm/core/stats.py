@@ -8,13 +8,22 @@ every evaluation record). In the core because the model cards of the training an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
+from stm.core.records import Evaluation
+
 N_BOOT, SEED = 10_000, 13
+Scores = Evaluation | Mapping  # a record, or its JSON (the benchmarks read files as they were written)
 
 
-def _aligned(a: dict, b: dict) -> list[tuple[np.ndarray, np.ndarray]]:
-    pa, pb = a.get("per_query_ndcg_at_10") or {}, b.get("per_query_ndcg_at_10") or {}
+def _per_query(r: Scores) -> dict[str, dict[str, float]]:
+    return r.per_query_ndcg_at_10 if isinstance(r, Evaluation) else (r.get("per_query_ndcg_at_10") or {})
+
+
+def _aligned(a: Scores, b: Scores) -> list[tuple[np.ndarray, np.ndarray]]:
+    pa, pb = _per_query(a), _per_query(b)
     out = []
     for task in sorted(set(pa) & set(pb)):
         qids = sorted(set(pa[task]) & set(pb[task]))
@@ -22,7 +31,7 @@ def _aligned(a: dict, b: dict) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def bootstrap_mean(record: dict, n: int = N_BOOT, seed: int = SEED) -> tuple[float, float, float] | None:
+def bootstrap_mean(record: Scores, n: int = N_BOOT, seed: int = SEED) -> tuple[float, float, float] | None:
     """(task-averaged nDCG@10, 2.5% and 97.5% bootstrap percentiles) of one model, or None without per-query scores."""
     tasks = _aligned(record, record)
     if not tasks:
@@ -32,7 +41,7 @@ def bootstrap_mean(record: dict, n: int = N_BOOT, seed: int = SEED) -> tuple[flo
     return float(np.mean([a.mean() for a, _ in tasks])), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
-def paired_bootstrap(a: dict, b: dict, n: int = N_BOOT, seed: int = SEED) -> dict | None:
+def paired_bootstrap(a: Scores, b: Scores, n: int = N_BOOT, seed: int = SEED) -> dict | None:
     """Mean difference a - b of task-averaged nDCG@10, its 95% interval and the verdict; None if not comparable."""
     tasks = _aligned(a, b)
     if not tasks:

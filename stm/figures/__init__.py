@@ -1,6 +1,6 @@
 """Tables, claims and figures of the report: ours beside the paper's numbers.
 
-* :mod:`~stm.figures.results`: result records and tables;
+* :mod:`~stm.figures.results`: tables of the run's records (:mod:`stm.core.records`: ``MainLine``, ``Ablations``);
 * :mod:`~stm.figures.claims`: each paper claim as holds / does not hold / inconclusive, from a paired bootstrap;
 * :mod:`~stm.figures.plots`: figures, named by content.
 """
@@ -8,8 +8,8 @@
 from stm.figures.claims import ablation_claims, claims_table, main_line_claims, variant_map
 from stm.figures.plots import (merge_weights, merged_vs_experts, pretraining_figure, prompt_pools_figure,
                                training_size_figure, variants_figure)
-from stm.figures.results import ablation_records, baselines_table, load_results, main_table, model_records, paper
+from stm.figures.results import baselines_table, main_table, paper
 
-__all__ = ["ablation_claims", "ablation_records", "baselines_table", "load_results", "claims_table", "main_line_claims", "main_table", "merge_weights", "merged_vs_experts",
-           "model_records", "paper", "pretraining_figure", "prompt_pools_figure", "training_size_figure",
+__all__ = ["ablation_claims", "baselines_table", "claims_table", "main_line_claims", "main_table", "merge_weights",
+           "merged_vs_experts", "paper", "pretraining_figure", "prompt_pools_figure", "training_size_figure",
            "variant_map", "variants_figure"]

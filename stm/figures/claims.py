@@ -10,17 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 
+from stm.core.records import Ablations, Evaluation, MainLine
 from stm.core.stats import bootstrap_mean, paired_bootstrap  # noqa: F401 - the claims' statistics, re-exported
-from stm.figures.results import (EXPERT_LABELS, PAPER_BACKBONE_LABELS, ablation_records, model_records, paper,
-                                 po_reference)
-from stm.paths import Layout
+from stm.figures.results import EXPERT_LABELS, PAPER_BACKBONE_LABELS, paper, po_reference
 
 if TYPE_CHECKING:
     import pandas
-
-EXPERTS = ("Med-Real", "Med-Synth", "Search", "NLU")
 
 # The paper's difference of average nDCG@10 over its 12 tasks for the same claim, Qwen3-0.6B / Gemma-2B / Phi-4-mini:
 # Table 6 (merges against the best expert, FT-all and each other), Table 4 (Search expert variants against FT) and
@@ -52,7 +48,8 @@ def paper_delta(row: dict) -> str:
     return PAPER_DELTA.get((row["claim"], method), PAPER_DELTA.get((row["claim"], None), ""))
 
 
-def _row(claim: str, a_name: str, a: dict | None, b_name: str, b: dict | None, negate: bool = False) -> dict:
+def _row(claim: str, a_name: str, a: Evaluation | None, b_name: str, b: Evaluation | None,
+         negate: bool = False) -> dict:
     """One claim 'a > b' (or, with ``negate``, the paper's claim that a is *not* better than b)."""
     test = paired_bootstrap(a, b) if a is not None and b is not None else None
     if test is None:
@@ -64,72 +61,75 @@ def _row(claim: str, a_name: str, a: dict | None, b_name: str, b: dict | None, n
             "verdict": verdict, "queries": test["queries"]}
 
 
-def main_line_claims(layout: Layout) -> list[dict]:
+def main_line_claims(main: MainLine) -> list[dict]:
     """The main line's claims (Figure 2, Table 6): merges vs experts and FT-all, Linear vs TIES, dropped experts."""
-    recs = model_records(layout)
-    merges = {k: v for k, v in recs.items() if k.startswith("STM ")}
-    experts = {k: recs[k] for k in EXPERTS if k in recs}
+    merges = main.of("merge")
+    experts = sorted(main.of("expert"), key=lambda e: list(EXPERT_LABELS).index(e.name) if e.name in EXPERT_LABELS
+                     else len(EXPERT_LABELS))  # the paper's order
+    ft_all, backbone = main.one("ft_all"), main.one("backbone")
     rows = []
     if experts:
-        best = max(experts, key=lambda k: experts[k]["averages"]["all"])
-        for m, r in merges.items():
-            rows.append(_row("merged > best expert", m, r, best, experts[best]))
-            rows.append(_row("merged > FT-all", m, r, "FT-all", recs.get("FT-all")))
-        for e, r in experts.items():
-            rows.append(_row("expert > untrained backbone", e, r, "untrained backbone", recs.get("untrained backbone")))
-    if {"STM linear", "STM ties"} <= set(merges):
-        rows.append(_row("Linear >= TIES", "STM linear", merges["STM linear"], "STM ties", merges["STM ties"]))
-    if merges:
-        best_merge = max(merges, key=lambda k: merges[k]["merge"]["score"])  # chosen on dev, not test
-        weights = merges[best_merge]["merge"]["weights"]
-        names = [EXPERT_LABELS.get(e, e) for e in merges[best_merge]["merge"]["experts"]]
-        dropped = [e for e, w in zip(names, weights, strict=True) if w == 0]
-        rows.append({"claim": "the best merge drops an expert", "compared": f"{best_merge} (best on dev)",
+        best = max(experts, key=lambda e: e.record.average)
+        for m in merges:
+            rows.append(_row("merged > best expert", m.label, m.record, best.label, best.record))
+            rows.append(_row("merged > FT-all", m.label, m.record, "FT-all", ft_all and ft_all.record))
+        for e in experts:
+            rows.append(_row("expert > untrained backbone", e.label, e.record, "untrained backbone",
+                             backbone and backbone.record))
+    by_method = {m.name: m for m in merges}
+    if {"linear", "ties"} <= set(by_method):
+        lin, ties = by_method["linear"], by_method["ties"]
+        rows.append(_row("Linear >= TIES", lin.label, lin.record, ties.label, ties.record))
+    if main.merging is not None and main.merging.methods:
+        report = main.merging
+        best_method = max(report.methods, key=lambda k: report.methods[k].chosen.score)  # chosen on dev, not test
+        weights = report.methods[best_method].weights(report.experts)  # by name: never a position assumed
+        dropped = [EXPERT_LABELS.get(e, e) for e, w in weights.items() if w == 0]
+        rows.append({"claim": "the best merge drops an expert", "compared": f"{by_method[best_method].label} (best on dev)",
                      "verdict": "holds" if dropped else "does not hold",
-                     "detail": f"weights {weights}" + (f", drops {dropped}" if dropped else "")})
+                     "detail": f"weights {list(weights.values())}" + (f", drops {dropped}" if dropped else "")})
     return rows
 
 
-def ablation_claims(layout: Layout) -> list[dict]:
+def ablation_claims(ablations: Ablations) -> list[dict]:
     """Table 4 (SHN, PO vs FT) and Figure 3 (pre-training) on the ablation cells."""
-    by_expert: dict[str, dict[str, dict]] = {}
-    for r in ablation_records(layout, "variant").values():
-        by_expert.setdefault(r["model"]["train"]["expert"], {})[r["model"]["train"]["variant"]] = r
-    pre = {k.removeprefix("pretrain_"): v for k, v in ablation_records(layout, "pretrain").items()}
+    by_expert: dict[str, dict[str, Evaluation]] = {}
+    for r in ablations.of("variant").values():
+        by_expert.setdefault(r.train.expert, {})[r.train.variant] = r
+    pre = ablations.of("pretrain")
     rows = [_row(f"{v.upper()} >= FT ({expert})", v.upper(), variants.get(v), "FT", variants.get("ft"))
             for expert, variants in sorted(by_expert.items()) for v in ("shn", "po")]
     # judged against FT for the same total steps (PT+FT trains twice as long as the FT cell)
     control = "ft_matched" if "ft_matched" in pre else "ft"
     rows.append(_row("pre-training does not help (PT+FT not above FT, same steps)", "PT+FT", pre.get("pt_ft"),
                      "FT (PT+FT's steps)" if control == "ft_matched" else "FT", pre.get(control), negate=True))
-    for r in [*ablation_records(layout, "po").values(), *ablation_records(layout, "gepa").values()]:  # Table 10
-        t = r["model"]["train"]
-        rows.append(_row(TABLE10_CLAIM, t["data"]["prompts"]["optimizer"], r, EXPERT_LABELS.get(t["expert"], t["expert"]),
-                         po_reference(layout, t["expert"], t["steps"]), negate=True))
+    for r in [*ablations.of("po").values(), *ablations.of("gepa").values()]:  # Table 10
+        t = r.train
+        rows.append(_row(TABLE10_CLAIM, t.optimizer, r, EXPERT_LABELS.get(t.expert, t.expert),
+                         po_reference(ablations, t.expert, t.steps), negate=True))
     return rows
 
 
-def variant_map(layout: Layout) -> list[dict]:
+def variant_map(ablations: Ablations) -> list[dict]:
     """Table 4 on **dev**: per expert, each variant's dev nDCG@10 and the variant the main line should train.
 
     The choice is the best dev average, FT on a tie, so a variant whose synthetic negatives or prompts lose on dev
     leaves the expert at FT; the paired bootstrap of the choice against FT (dev queries) says how sure it is.
     Test scores are shown beside, never used to choose."""
-    dev, test = ablation_records(layout, "variant", "dev"), ablation_records(layout, "variant")
-    by_expert: dict[str, dict[str, tuple[dict, dict | None]]] = {}
+    dev, test = ablations.of("variant", "dev"), ablations.of("variant")
+    by_expert: dict[str, dict[str, tuple[Evaluation, Evaluation | None]]] = {}
     for key, r in dev.items():
-        t = r["model"]["train"]
-        by_expert.setdefault(t["expert"], {})[t["variant"]] = (r, test.get(key))
+        by_expert.setdefault(r.train.expert, {})[r.train.variant] = (r, test.get(key))
     rows = []
     for expert, cells in sorted(by_expert.items()):
         order = [v for v in ("ft", "shn", "po", "shn_po") if v in cells]  # FT first: it wins ties
-        chosen = max(order, key=lambda v: round(cells[v][0]["averages"]["all"], 4))
+        chosen = max(order, key=lambda v: round(cells[v][0].average, 4))
         vs_ft = paired_bootstrap(cells[chosen][0], cells["ft"][0]) if chosen != "ft" and "ft" in cells else None
-        rows.append({"expert": expert, **{f"dev {v}": round(cells[v][0]["averages"]["all"], 4) for v in order},
+        rows.append({"expert": expert, **{f"dev {v}": round(cells[v][0].average, 4) for v in order},
                      "chosen on dev": chosen,
                      "chosen - FT, dev [95% CI]": (f"{vs_ft['diff']:+.3f} [{vs_ft['ci95'][0]:+.3f}, "
                                                    f"{vs_ft['ci95'][1]:+.3f}] {vs_ft['verdict']}") if vs_ft else "",
-                     **{f"test {v}": round(cells[v][1]["averages"]["all"], 4) for v in order if cells[v][1]}})
+                     **{f"test {v}": round(cells[v][1].average, 4) for v in order if cells[v][1]}})
     return rows
 
 

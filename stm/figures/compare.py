@@ -15,12 +15,12 @@ import tempfile
 from io import BytesIO
 from pathlib import Path
 
+from stm.core.records import MainLine
 from stm.figures.claims import bootstrap_mean
-from stm.figures.results import model_records
 from stm.paths import Layout
 
 
-def committed_records(layout: Layout, ref: str = "HEAD") -> dict[str, dict]:
+def committed_records(layout: Layout, ref: str = "HEAD") -> MainLine:
     """The main-line records of the run ``layout`` as committed at ``ref`` in its repository."""
     profile = layout.profile_results.relative_to(layout.root)
     proc = subprocess.run(["git", "archive", ref, str(profile)], cwd=layout.root, capture_output=True)
@@ -29,25 +29,27 @@ def committed_records(layout: Layout, ref: str = "HEAD") -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(fileobj=BytesIO(proc.stdout)) as tar:
             tar.extractall(tmp, filter="data")
-        return model_records(Layout(layout.profile, layout.backbone, Path(tmp)))
+        return MainLine.load(Layout(layout.profile, layout.backbone, Path(tmp)))
 
 
-def compare(committed: dict[str, dict], fresh: dict[str, dict]) -> list[dict]:
-    """One row per model in both: committed mean and interval, fresh mean, and whether it lies inside."""
+def compare(committed: MainLine, fresh: MainLine) -> list[dict]:
+    """One row per committed model (matched to the fresh one by role and name): committed mean and interval, fresh
+    mean, and whether it lies inside."""
     rows = []
-    for label, old in committed.items():
-        new = fresh.get(label)
+    now = {(m.role, m.name): m.record for m in fresh.models()}
+    for m in committed.models():
+        old, new = m.record, now.get((m.role, m.name))
         ci = bootstrap_mean(old)
         if new is None or ci is None:
-            rows.append({"model": label, "committed": old["averages"]["all"], "ci95": None,
-                         "fresh": None if new is None else new["averages"]["all"],
+            rows.append({"model": m.label, "committed": old.average, "ci95": None,
+                         "fresh": None if new is None else new.average,
                          "verdict": "missing" if new is None else
-                         "identical" if new["averages"] == old["averages"] else "no interval (no per-query scores)"})
+                         "identical" if new.averages == old.averages else "no interval (no per-query scores)"})
             continue
         mean, lo, hi = ci
-        value = new["averages"]["all"]
-        same = new.get("per_query_ndcg_at_10") == old.get("per_query_ndcg_at_10")
-        rows.append({"model": label, "committed": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)],
+        value = new.average
+        same = new.per_query_ndcg_at_10 == old.per_query_ndcg_at_10
+        rows.append({"model": m.label, "committed": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)],
                      "fresh": round(value, 4), "delta": round(value - mean, 4),
                      "verdict": "identical" if same else "inside" if lo <= value <= hi else "outside"})
     return rows

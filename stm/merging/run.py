@@ -23,6 +23,7 @@ from stm.config import EvaluationConfig, MergingConfig, dump
 from stm.core import retriever as R
 from stm.core.cards import model_card
 from stm.core.evaluation import Encoder, dev_score, evaluate, evaluate_model, prefix_cache
+from stm.core.records import Evaluation, MergeReport, MethodResult
 from stm.core.sampling import sample_record, selection_sets
 from stm.io import atomic_path, read_json, sha256_file, sha256_text, write_json
 from stm.merging.inmemory import DeltaMerger
@@ -91,7 +92,7 @@ def search_fingerprint(method: str, adapter_dirs: list[Path], dev_specs, mcfg: M
 
 
 def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], tasks: Path, out_root: Path,
-        results: Path, method_adapters: dict[str, dict[str, Path]] | None = None) -> dict:
+        results: Path, method_adapters: dict[str, dict[str, Path]] | None = None) -> MergeReport:
     """Search and build each method's merge of ``adapters`` ({expert: adapter}) into ``out_root/<method>``, scored on
     the tasks (embedded ones from the folder ``tasks``), the report into ``results``; ``method_adapters`` gives a
     method its own experts (``merging.variants``: Phi-4-mini's Linear merge of Med-Real PO)."""
@@ -119,12 +120,12 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
     # every candidate and final merge shares the experts' frozen bottom layers: computed once (stm/core/prefix.py)
     prefix = prefix_cache(ecfg, mergers[default].frozen_layers)
 
-    def score_retriever(model, label: str) -> tuple[float, dict]:
+    def score_retriever(model, label: str) -> tuple[float, Evaluation]:
         r = evaluate(Encoder(model, label, ecfg.batch_size, prefix=prefix), dev_specs, "dev")
         return dev_score(r, mcfg.search.ndcg_weight), r
 
-    report: dict = {"experts": names, "search": dump(mcfg.search), "methods": {},
-                    "dev_tasks": {t.name: sample_record(t) for t in dev_specs}}
+    report = MergeReport(experts=names, search=dump(mcfg.search), methods={},
+                         dev_tasks={t.name: sample_record(t) for t in dev_specs})
     for method in mcfg.methods:
         m = get_method(method)
         own = method_adapters.get(method, adapters)
@@ -182,8 +183,8 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
              f"**Weights chosen on dev**: `{mcfg.search.strategy}` search, {len(history)} candidates, dev score "
              f"{chosen['score']:.4f} (w nDCG@10 + (1 - w) Recall@10, w = {mcfg.search.ndcg_weight})"]))
         shutil.rmtree(scratch, ignore_errors=True)
-        report["methods"][method] = entry
+        report.methods[method] = MethodResult.model_validate(entry)
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    write_json(results, report)
+    report.save(results)
     shutil.rmtree(inputs, ignore_errors=True)
     return report

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from stm.config import EvaluationConfig, MergingConfig
-from stm.io import DataError, read_json
+from stm.core.records import MergeReport, TrainingRecord
+from stm.io import DataError
 from stm.merging.run import run
 from stm.paths import Layout
 
@@ -17,7 +18,8 @@ def expert_adapters(layout: Layout, mcfg: MergingConfig, method: str | None = No
     adapters = {}
     for e in mcfg.experts:
         main = layout.expert_dir(e)
-        own = read_json(main / "train_record.json")["variant"] if (main / "train_record.json").exists() else None
+        record = TrainingRecord.path(main)
+        own = TrainingRecord.load(record).variant if record.exists() else None
         v = overrides.get(e)
         adapters[e] = main / "adapter" if v is None or v == own else layout.expert_variant(e, v) / "adapter"
     missing = [str(p) for p in adapters.values() if not (p / "adapter_config.json").exists()]
@@ -26,7 +28,7 @@ def expert_adapters(layout: Layout, mcfg: MergingConfig, method: str | None = No
     return adapters
 
 
-def run_stage(layout: Layout, mcfg: MergingConfig, ecfg: EvaluationConfig) -> dict:
+def run_stage(layout: Layout, mcfg: MergingConfig, ecfg: EvaluationConfig) -> MergeReport:
     """The run's experts merged into ``layout.merged``, the report into ``layout.merging_record``."""
     by_method = {m: expert_adapters(layout, mcfg, m) for m in mcfg.methods if m in mcfg.variants}
     return run(mcfg, ecfg, expert_adapters(layout, mcfg), layout.tasks, layout.merged, layout.merging_record,

@@ -19,18 +19,20 @@ All cells use ``ablations.steps`` training steps (null: the training schedule), 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from stm.config import (AblationsConfig, ConfigError, EvaluationConfig, MergingConfig, PromptsConfig, TrainingConfig,
                         dump, validate)
 from stm.core.evaluation import evaluate_model
+from stm.core.records import NotRun, size_cell
 from stm.core.sampling import sample_record, selection_sets
 from stm.data.pretrain import ict_pairs
 from stm.io import write_json, write_jsonl
 from stm.paths import Layout
 from stm.prompts.optimizers import OPTIMIZERS
 from stm.training.data import split_files
-from stm.training.stage import result_path, run_dir, train_and_evaluate
+from stm.training.stage import Trial, result_path, run_dir, train_and_evaluate
 
 
 def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int | str, seed_index: int = 0,
@@ -44,7 +46,7 @@ def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int | str, s
         return expert, f"variant/{index}/{expert}", {"variant": index, "variants": {}, **steps}
     try:
         if kind == "size":
-            return a.size_expert, f"size/{index}-{seed_index}", {
+            return a.size_expert, size_cell(index, seed_index), {
                 "max_train_rows": a.sizes[index], "seed": a.seeds[seed_index], **steps}
         if kind == "po":
             n = gp_sizes[index]
@@ -66,7 +68,7 @@ def dev_result_path(layout: Layout, name: str) -> Path:
 
 
 def run_cell(layout: Layout, a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig, mcfg: MergingConfig,
-             gp_sizes: list[int], kind: str, index: int | str, seed_index: int = 0) -> dict:
+             gp_sizes: list[int], kind: str, index: int | str, seed_index: int = 0) -> Trial | dict[str, Trial]:
     if kind == "variant":  # one stage per variant trains it for every expert of Table 4, in turn
         # scored on dev too, on the sets that choose the merge weights: the main line's variant map
         # (training.variants) is chosen there, never on test
@@ -74,17 +76,17 @@ def run_cell(layout: Layout, a: AblationsConfig, tcfg: TrainingConfig, ecfg: Eva
         dev = selection_sets(mcfg, ecfg, layout.tasks, layout.ablations / ".variant-dev")
         out = {}
         for e, name, o in cells:
-            out[e] = train_and_evaluate(layout, with_overrides(tcfg, **o), ecfg, e, name)
-            out[e]["dev"] = evaluate_model(run_dir(layout, e, name) / "adapter", ecfg, name, layout.tasks, "dev",
-                                           dev_result_path(layout, name),
-                                           {"train": {k: out[e]["train"][k] for k in ("expert", "variant")},
-                                            "dev_tasks": {t.name: sample_record(t) for t in dev}}, specs=dev)
+            trial = train_and_evaluate(layout, with_overrides(tcfg, **o), ecfg, e, name)
+            out[e] = replace(trial, dev=evaluate_model(
+                run_dir(layout, e, name) / "adapter", ecfg, name, layout.tasks, "dev", dev_result_path(layout, name),
+                {"train": {"expert": trial.train.expert, "variant": trial.train.variant},
+                 "dev_tasks": {t.name: sample_record(t) for t in dev}}, specs=dev))
         return out
     expert, name, overrides = cell(a, gp_sizes, kind, index, seed_index)
     return train_and_evaluate(layout, with_overrides(tcfg, **overrides), ecfg, expert, name)
 
 
-def run_pretrain(layout: Layout, a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig) -> dict:
+def run_pretrain(layout: Layout, a: AblationsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig) -> dict[str, Trial]:
     """Figure 3: PT alone, PT then FT, FT alone, each trained ``ablations.steps`` steps, and FT for PT+FT's steps."""
     base = with_overrides(tcfg, **({"max_steps": a.steps} if a.steps is not None else {}))
     pairs = run_dir(layout, "pretrain", "pretrain") / "ict.jsonl"
@@ -103,7 +105,7 @@ def run_pretrain(layout: Layout, a: AblationsConfig, tcfg: TrainingConfig, ecfg:
 
 
 def run_gepa(layout: Layout, a: AblationsConfig, pcfg: PromptsConfig, tcfg: TrainingConfig, ecfg: EvaluationConfig,
-             budget: str, retriever) -> dict:
+             budget: str, retriever) -> Trial | NotRun:
     """Table 10's GEPA row of ``budget``: GEPA (``prompts.gepa`` at that budget) writes one prompt per split to the
     cell's ``selected.json``; ``po_expert`` trains with them as the PO variant and is scored on test. ``retriever``
     builds the model GEPA scores with (the prompts stage's)."""
@@ -113,8 +115,8 @@ def run_gepa(layout: Layout, a: AblationsConfig, pcfg: PromptsConfig, tcfg: Trai
         out.mkdir(parents=True, exist_ok=True)
         reason = f"ablations.gepa_budgets {a.gepa_budgets} does not name {budget!r}: not run in this profile"
         (out / "NOT_RUN.txt").write_text(reason + "\n", encoding="utf-8")
-        record = {"cell": name, "not_run": reason}
-        write_json(result, record)
+        record = NotRun(cell=name, not_run=reason)
+        record.save(result)
         return record
     cfg = pcfg.model_copy(update={"optimizer": "gepa", "gepa": pcfg.gepa.model_copy(update={"budget": budget})})
     selected = OPTIMIZERS.lookup("gepa")(cfg, out, layout.splits_dev, retriever) | {"config": dump(cfg)}

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from stm.config import ConfigError, TrainingConfig, dump, validate
+from stm.core.records import TrainingRecord
 from stm.io import read_json, write_json
 from stm.training.train import train
 
@@ -31,7 +32,7 @@ def processes(cfg: TrainingConfig) -> int:
 
 
 def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processed: Path,
-                   prompts: Path | None = None) -> dict:
+                   prompts: Path | None = None) -> TrainingRecord:
     """Train with ``n`` processes under ``torch.distributed.run``; returns rank 0's training record."""
     if cfg.batch_size % n:  # checked once, before any process starts
         raise ConfigError(f"training.batch_size: {cfg.batch_size} is not divisible by the {n} training processes "
@@ -46,7 +47,7 @@ def train_launched(cfg: TrainingConfig, expert: str, out: Path, n: int, processe
     if proc.returncode != 0:
         raise RuntimeError(f"training {expert!r} with {n} processes failed (exit {proc.returncode}): {' '.join(cmd)}")
     spec.unlink()
-    return read_json(out / "train_record.json")
+    return TrainingRecord.load(TrainingRecord.path(out))
 
 
 def main(argv: list[str]) -> None:

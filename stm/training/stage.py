@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from stm.config import EvaluationConfig, MergingConfig, TrainingConfig
 from stm.core.cards import model_card
 from stm.core.evaluation import evaluate_model
+from stm.core.records import Evaluation, TrainingRecord
 from stm.paths import Layout
 from stm.training.launch import processes, train_launched
 from stm.training.train import train
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training and, unless skipped, its test record (and a variant cell's dev record)."""
+
+    train: TrainingRecord
+    test: Evaluation | None = None
+    dev: Evaluation | None = None
 
 
 def run_dir(layout: Layout, expert: str, name: str | None = None) -> Path:
@@ -19,7 +30,7 @@ def run_dir(layout: Layout, expert: str, name: str | None = None) -> Path:
     return layout.ablation_dir(name) if name else layout.expert_dir(expert)
 
 
-def _train(layout: Layout, cfg: TrainingConfig, expert: str, out: Path) -> dict:
+def _train(layout: Layout, cfg: TrainingConfig, expert: str, out: Path) -> TrainingRecord:
     """One training on the run's data and prompts, in as many processes as ``training.processes`` asks."""
     n = processes(cfg)
     if n > 1:
@@ -27,7 +38,8 @@ def _train(layout: Layout, cfg: TrainingConfig, expert: str, out: Path) -> dict:
     return train(cfg, expert, out, layout.processed, prompts=layout.prompts)
 
 
-def train_merge_variants(layout: Layout, cfg: TrainingConfig, mcfg: MergingConfig, expert: str) -> dict[str, dict]:
+def train_merge_variants(layout: Layout, cfg: TrainingConfig, mcfg: MergingConfig,
+                         expert: str) -> dict[str, TrainingRecord]:
     """Train ``expert`` in each variant a merge method takes in place of this stage's own (Table 6's footnote:
     Phi-4-mini's Linear merge used Med-Real PO). Not scored on test: the merge that uses it is. Trained in a scratch
     folder beside the stage's output, so that its checkpoints survive an interruption, then moved in."""
@@ -52,25 +64,24 @@ def result_path(layout: Layout, expert: str, name: str | None = None) -> Path:
 
 def train_and_evaluate(layout: Layout, cfg: TrainingConfig, ecfg: EvaluationConfig, expert: str,
                        name: str | None = None, evaluate: bool = True, out: Path | None = None,
-                       result: Path | None = None) -> dict:
+                       result: Path | None = None) -> Trial:
     """Train ``expert`` and score it on test. Outputs: the main line's (no ``name``), a named ablation run's, or the
     folder ``out`` with its record at ``result`` (the CLI's scratch runs, which touch no DVC output)."""
     out = Path(out) if out is not None else run_dir(layout, expert, name)
     record = _train(layout, cfg, expert, out)
     if not evaluate:
-        return {"train": record}
+        return Trial(record)
     label = name or expert
     result = evaluate_model(out / "adapter", ecfg, label, layout.tasks, out=result or result_path(layout, expert, name),
-                            extra={"train": {k: record[k] for k in ("steps", "final_loss", "query_truncated_fraction", "mean_tokens_per_s",
-                                                                     "data", "variant", "expert")}})
-    c, lora = record["config"], record["config"]["lora"]
+                            extra={"train": record.summary()})
+    c, lora = record.config, record.config["lora"]
     where = f"the top {lora['layers']} layers" if lora["layers"] else "every layer"
     (out / "adapter" / "README.md").write_text(model_card(
-        f"STM expert: {expert} ({record['variant']})", result,
+        f"STM expert: {expert} ({record.variant})", result,
         [f"**Training**: LoRA r={lora['r']} alpha={lora['alpha']} on {lora['target_modules']} of {where}, InfoNCE "
-         f"(temperature {c['temperature']}, in-batch negatives + one hard negative), {record['steps']} steps of "
+         f"(temperature {c['temperature']}, in-batch negatives + one hard negative), {record.steps} steps of "
          f"{c['batch_size']} triples at learning rate {c['learning_rate']:g}, seed {c['seed']}; final loss "
-         f"{record['final_loss']}"],
-        [f"`{f}` (sha256 {h[:12]}…)" for f, h in record["data"]["files"].items()]
-        + ([f"prompts: {record['data']['prompts']['optimizer']}"] if record["data"].get("prompts") else [])))
-    return {"train": record, "eval": result}
+         f"{record.final_loss}"],
+        [f"`{f}` (sha256 {h[:12]}…)" for f, h in record.data["files"].items()]
+        + ([f"prompts: {record.data['prompts']['optimizer']}"] if record.data.get("prompts") else [])))
+    return Trial(record, result)

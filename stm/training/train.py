@@ -37,6 +37,7 @@ from transformers import get_linear_schedule_with_warmup
 from stm.config import TrainingConfig, dump
 from stm.core import retriever as R
 from stm.core.assets import resolve_model
+from stm.core.records import TrainingRecord
 from stm.core.sampling import batch_order, training_steps
 from stm.core.tasks import EMBEDDED_TASKS, PAPER_TASKS
 from stm.io import atomic_path, environment_record, sha256_file, sha256_text, write_json
@@ -277,7 +278,7 @@ class Interrupted(RuntimeError):
 
 
 def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path, interrupt_after: int | None = None,
-          prompts: Path | None = None) -> dict:
+          prompts: Path | None = None) -> TrainingRecord:
     """Train one expert (or FT-all with ``expert='all'``) on the triples of ``processed`` (and, for a PO variant, the
     prompts of the folder ``prompts``); write the adapter and its records to ``out_dir``."""
     out_dir = Path(out_dir)
@@ -332,26 +333,26 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path, inte
             raise Interrupted(f"interrupted after step {done}")
     bar.close()
     model.eval()
-    record = {
-        "expert": expert,
-        "backbone": cfg.backbone,
-        "retriever": R.describe(model),
-        "variant": cfg.variant_for(expert),
-        "steps": steps,
-        "world_size": dist.world,
-        "loss": loss_fn.get_config_dict(),
-        "config": dump(cfg),
-        "data": data_record,
-        "final_loss": history[-1]["loss"] if history else None,
-        "query_truncated_fraction": round(truncated, 4),
-        "mean_tokens_per_s": round(sum(h["tokens_per_s"] for h in history) / max(1, len(history)), 1),
-        "environment": environment_record(),
-    }
+    record = TrainingRecord(
+        expert=expert,
+        backbone=cfg.backbone,
+        retriever=R.describe(model),
+        variant=cfg.variant_for(expert),
+        steps=steps,
+        world_size=dist.world,
+        loss=loss_fn.get_config_dict(),
+        config=dump(cfg),
+        data=data_record,
+        final_loss=history[-1]["loss"] if history else None,
+        query_truncated_fraction=round(truncated, 4),
+        mean_tokens_per_s=round(sum(h["tokens_per_s"] for h in history) / max(1, len(history)), 1),
+        environment=environment_record(),
+    )
     if dist.main:
         with atomic_path(out_dir / "adapter") as tmp:
             R.save(model, tmp)
         write_json(out_dir / "train_log.json", history)
-        write_json(out_dir / "train_record.json", record)
+        record.save(TrainingRecord.path(out_dir))
         if ckpt.exists():
             shutil.rmtree(ckpt)
     if dist.world > 1:
