@@ -116,6 +116,45 @@ def read_jsonl(path: Path | str, required: Iterable[str] = (), nonempty: Iterabl
     return list(iter_jsonl(path, required, nonempty))
 
 
+class ResumeLog:
+    """The one resume cache of the project's long loops (generation, merge-candidate scoring): rows appended to a
+    JSONL file as they are computed, flushed and synced, so a killed run loses at most the row it was writing.
+
+    On open, rows are read by ``key`` (a row field); a row whose ``fingerprint`` field differs from ``fingerprint``
+    (when given) was computed from other inputs and is ignored, so a changed input recomputes rather than reusing a
+    stale value. A torn last line (a kill mid-write) is skipped, and cut before the next append."""
+
+    def __init__(self, path: Path | str, key: str = "key", fingerprint: str | None = None):
+        self.path, self.key, self.fingerprint = Path(path), key, fingerprint
+        self.rows: dict[str, dict] = {}
+        if not self.path.exists():
+            return
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the torn last line of a killed run
+            if fingerprint is None or row.get("fingerprint") == fingerprint:
+                self.rows[row[key]] = row
+
+    def append(self, rows: Iterable[dict]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size:
+            data = self.path.read_bytes()
+            if not data.endswith(b"\n"):  # cut the torn tail, so the next row starts a line of its own
+                self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+        with self.path.open("a", encoding="utf-8") as f:
+            for row in rows:
+                row = ({"fingerprint": self.fingerprint} | row) if self.fingerprint is not None else row
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                self.rows[row[self.key]] = row
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

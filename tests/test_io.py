@@ -80,3 +80,20 @@ def test_a_jsonl_line_that_is_not_utf8_names_file_and_line(tmp_path):
     f.write_bytes(b'{"query": "ok"}\n{"query": "caf\xe9"}\n')
     with pytest.raises(DataError, match=r"rows.jsonl:2: not UTF-8"):
         read_jsonl(f)
+
+
+def test_the_resume_log_keeps_its_rows_across_a_kill_and_forgets_other_inputs(tmp_path):
+    """The one resume cache: rows by key, a torn last line skipped and cut, rows of another fingerprint ignored."""
+    from stm.io import ResumeLog
+
+    path = tmp_path / "log.jsonl"
+    log = ResumeLog(path, key="candidate", fingerprint="a")
+    log.append([{"candidate": "x", "score": 1.0}, {"candidate": "y", "score": 2.0}])
+    with path.open("a") as f:
+        f.write('{"fingerprint": "a", "candidate": "z", "sco')  # killed mid-write
+    again = ResumeLog(path, key="candidate", fingerprint="a")
+    assert {k: r["score"] for k, r in again.rows.items()} == {"x": 1.0, "y": 2.0}
+    again.append([{"candidate": "z", "score": 3.0}])
+    assert path.read_text().count("\n") == 3 and path.read_text().endswith('"score": 3.0}\n')
+    assert set(ResumeLog(path, key="candidate", fingerprint="a").rows) == {"x", "y", "z"}
+    assert ResumeLog(path, key="candidate", fingerprint="b").rows == {}  # computed from other inputs

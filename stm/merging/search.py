@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stm.config import MergeSearchConfig
+from stm.io import ResumeLog
 from stm.registry import Registry
 
 
@@ -38,30 +38,19 @@ log = logging.getLogger(__name__)
 
 
 class ScoreCache:
-    """Scores of candidates, appended to ``path`` one JSON line each as they are computed.
+    """Scores of candidates, appended to ``path`` one JSON line each as they are computed (``stm.io.ResumeLog``).
 
     ``fingerprint`` names everything the score depends on (experts, dev data, dtypes, metric weights); lines
     with another fingerprint are ignored, so a changed input rescores rather than reusing stale numbers.
-    A torn last line (a kill mid-write) is skipped.
     """
 
     def __init__(self, path: Path | str, fingerprint: str):
-        self.path, self.fingerprint = Path(path), fingerprint
-        self.scores: dict[str, float] = {}
-        self.seconds: dict[str, float] = {}  # how long each candidate took to score, when it was scored
+        self.log = ResumeLog(path, key="candidate", fingerprint=fingerprint)
+        self.path = self.log.path
+        self.scores = {k: r["score"] for k, r in self.log.rows.items()}
+        # how long each candidate took to score, when it was scored
+        self.seconds = {k: r["seconds"] for k, r in self.log.rows.items() if r.get("seconds") is not None}
         self.reused = 0
-        # a kill mid-write leaves a last line without its newline: the next append starts a fresh line
-        self._torn = self.path.exists() and not self.path.read_bytes().endswith(b"\n") and self.path.stat().st_size > 0
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if row.get("fingerprint") == fingerprint:
-                    self.scores[row["candidate"]] = row["score"]
-                    if row.get("seconds") is not None:
-                        self.seconds[row["candidate"]] = row["seconds"]
 
     def wrap(self, score: Scorer) -> Scorer:
         def cached(cand: Candidate) -> float:
@@ -72,17 +61,12 @@ class ScoreCache:
             t0 = time.perf_counter()
             value = score(cand)
             self.scores[key], self.seconds[key] = value, round(time.perf_counter() - t0, 3)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write(("\n" if self._torn else "") + json.dumps(
-                    {"fingerprint": self.fingerprint, "candidate": key, "score": value,
-                     "seconds": self.seconds[key]}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            self._torn = False
+            self.log.append([{"candidate": key, "score": value, "seconds": self.seconds[key]}])
             return value
 
         return cached
+
+
 STRATEGIES: Registry[Callable[..., list[dict]]] = Registry("search strategy", "merging.search.strategy")
 
 
