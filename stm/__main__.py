@@ -43,8 +43,9 @@ def _cmd_data(args, run: Run) -> None:
 
 def _cmd_baselines(args, run: Run) -> None:
     from stm.core.evaluation import run_baselines
+    from stm.core.records import Baselines
 
-    run_baselines(run.load("evaluation"), run.paths.tasks, run.paths.baselines)
+    run_baselines(run.load("evaluation"), run.paths.tasks, Baselines.path(run.paths))
 
 
 def _cmd_synthesize(args, run: Run) -> None:
@@ -144,13 +145,14 @@ def _cmd_ablate(args, run: Run) -> None:
 def _cmd_backbone(args, run: Run) -> None:
     from stm.core.assets import resolve_model
     from stm.core.evaluation import evaluate_backbone
+    from stm.core.records import Evaluation
 
     tcfg, ecfg = run.load("training"), run.load("evaluation")
     from stm.core.retriever import frozen_layers
 
     backbone = resolve_model(tcfg.backbone)
     r = evaluate_backbone(backbone, ecfg, tcfg.format, run.paths.tasks, "backbone", tcfg.bidirectional,
-                          out=run.paths.backbone_record, frozen_layers=frozen_layers(backbone, tcfg.lora))
+                          out=Evaluation.path(run.paths, "backbone"), frozen_layers=frozen_layers(backbone, tcfg.lora))
     print(r.scores, r.averages)
 
 

@@ -49,6 +49,14 @@ def test_the_committed_run_reads_as_typed_collections():
     assert set(ablations.not_run("gepa")) | set(ablations.of("gepa")) == {"light", "medium", "heavy"}
 
 
+def test_each_record_knows_where_its_stage_writes_it():
+    assert Evaluation.path(COMMITTED, "ft_all", "all") == COMMITTED.expert_result("all")
+    assert Evaluation.path(COMMITTED, "cell", "variant/shn/search") == COMMITTED.ablation_result("variant/shn/search")
+    assert (Baselines.path(COMMITTED), MergeReport.path(COMMITTED)) == (COMMITTED.baselines, COMMITTED.merging_record)
+    with pytest.raises(ValueError, match="lives in its stage's report"):
+        Evaluation.path(COMMITTED, "merge", "ties")
+
+
 def test_a_malformed_record_names_the_file_and_the_field(tmp_path):
     bad = tmp_path / "search.json"
     record = json.loads(COMMITTED.expert_result("search").read_text())

@@ -93,6 +93,19 @@ class Evaluation(Record):
     environment: dict[str, Any]
     evaluation_config: dict[str, Any] | None = None  # the scoring settings (absent from the baselines' records)
 
+    @classmethod
+    def path(cls, layout: Layout, role: str, name: str = "") -> Path:
+        """Where the stage that scores a model of ``role`` writes its record: ``backbone``, ``expert`` (and
+        ``ft_all``: ``name`` is the split), ``cell`` (an ablation cell: ``name`` like ``variant/shn/search``). A
+        baseline's or a merge's record lives inside its stage's report (:class:`Baselines`, :class:`MergeReport`)."""
+        if role == "backbone":
+            return layout.backbone_record
+        if role in ("expert", "ft_all"):
+            return layout.expert_result(name)
+        if role == "cell":
+            return layout.ablation_result(name)
+        raise ValueError(f"no record file of its own for role {role!r}: it lives in its stage's report")
+
     @property
     def name(self) -> str:
         return self.model["name"]
@@ -120,6 +133,10 @@ class Baselines(Record):
 
     split: str
     baselines: dict[str, Evaluation]
+
+    @classmethod
+    def path(cls, layout: Layout) -> Path:
+        return layout.baselines
 
 
 class TrainingRecord(Record):
@@ -183,6 +200,10 @@ class MergeReport(Record):
     search: dict[str, Any]
     methods: dict[str, MethodResult]
     dev_tasks: dict[str, Any]
+
+    @classmethod
+    def path(cls, layout: Layout) -> Path:
+        return layout.merging_record
 
 
 class NotRun(Record):
@@ -249,12 +270,14 @@ class MainLine:
     @classmethod
     def load(cls, layout: Layout) -> MainLine:
         """What the baselines, backbone, train and merge stages of ``layout`` wrote (a stage not run: absent)."""
+        baselines, backbone, merging = Baselines.path(layout), Evaluation.path(layout, "backbone"), \
+            MergeReport.path(layout)
         return cls(
             run=RunInfo.of(layout),
-            baselines=Baselines.load(layout.baselines).baselines if layout.baselines.exists() else {},
-            backbone=Evaluation.load(layout.backbone_record) if layout.backbone_record.exists() else None,
+            baselines=Baselines.load(baselines).baselines if baselines.exists() else {},
+            backbone=Evaluation.load(backbone) if backbone.exists() else None,
             experts={p.stem: Evaluation.load(p) for p in sorted(layout.expert_results.glob("*.json"))},
-            merging=MergeReport.load(layout.merging_record) if layout.merging_record.exists() else None)
+            merging=MergeReport.load(merging) if merging.exists() else None)
 
     def models(self) -> list[Scored]:
         """Every model, in the report's order: baselines, backbone, experts, FT-all, merges."""

@@ -29,7 +29,7 @@ def expert_adapters(layout: Layout, mcfg: MergingConfig, method: str | None = No
 
 
 def run_stage(layout: Layout, mcfg: MergingConfig, ecfg: EvaluationConfig) -> MergeReport:
-    """The run's experts merged into ``layout.merged``, the report into ``layout.merging_record``."""
+    """The run's experts merged into ``layout.merged``, the report into ``MergeReport.path(layout)``."""
     by_method = {m: expert_adapters(layout, mcfg, m) for m in mcfg.methods if m in mcfg.variants}
-    return run(mcfg, ecfg, expert_adapters(layout, mcfg), layout.tasks, layout.merged, layout.merging_record,
+    return run(mcfg, ecfg, expert_adapters(layout, mcfg), layout.tasks, layout.merged, MergeReport.path(layout),
                method_adapters=by_method)

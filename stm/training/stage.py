@@ -59,7 +59,7 @@ def train_merge_variants(layout: Layout, cfg: TrainingConfig, mcfg: MergingConfi
 
 def result_path(layout: Layout, expert: str, name: str | None = None) -> Path:
     """``results/.../experts/<expert>.json``; an ablation ``kind/cell[/expert]`` -> ``results/.../ablations/kind_cell[/expert].json``."""
-    return layout.ablation_result(name) if name else layout.expert_result(expert)
+    return Evaluation.path(layout, "cell", name) if name else Evaluation.path(layout, "expert", expert)
 
 
 def train_and_evaluate(layout: Layout, cfg: TrainingConfig, ecfg: EvaluationConfig, expert: str,
