@@ -127,9 +127,10 @@ class ResumeLog:
     def __init__(self, path: Path | str, key: str = "key", fingerprint: str | None = None):
         self.path, self.key, self.fingerprint = Path(path), key, fingerprint
         self.rows: dict[str, dict] = {}
-        if not self.path.exists():
-            return
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        data = self.path.read_bytes() if self.path.exists() else b""
+        # the length of the whole lines: a torn tail beyond it is cut once, at the first append (read once, here)
+        self._whole = data.rfind(b"\n") + 1 if data and not data.endswith(b"\n") else None
+        for line in data.decode("utf-8").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
@@ -142,10 +143,10 @@ class ResumeLog:
         if not rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size:
-            data = self.path.read_bytes()
-            if not data.endswith(b"\n"):  # cut the torn tail, so the next row starts a line of its own
-                self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+        if self._whole is not None:  # cut the torn tail, so the next row starts a line of its own
+            with self.path.open("r+b") as f:
+                f.truncate(self._whole)
+            self._whole = None
         with self.path.open("a", encoding="utf-8") as f:
             for row in rows:
                 row = ({"fingerprint": self.fingerprint} | row) if self.fingerprint is not None else row

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from stm import paths
-from stm.core.records import (Ablations, Baselines, Evaluation, MainLine, MergeReport, NotRun, TrainingRecord,
+from stm.core.records import (Ablations, Baselines, Evaluation, MainLine, MergeReport, TrainingRecord,
                               load_evaluation)
 from stm.io import DataError
 from stm.paths import Layout
@@ -14,12 +14,12 @@ from stm.paths import Layout
 COMMITTED = Layout("embedded", "smollm2-12l", paths.ROOT)
 
 
-def _kind(path):
+def _load(path):
     if path.name == "baselines.json":
-        return Baselines
+        return Baselines.load(path)
     if path.name == "merging.json":
-        return MergeReport
-    return NotRun if "not_run" in json.loads(path.read_text()) else Evaluation
+        return MergeReport.load(path)
+    return load_evaluation(path)  # an evaluation, or a cell's not-run marker
 
 
 def test_every_committed_record_loads_and_saves_back_byte_for_byte(tmp_path):
@@ -28,7 +28,7 @@ def test_every_committed_record_loads_and_saves_back_byte_for_byte(tmp_path):
              if p.exists()]
     assert len(files) >= 10, "the committed run's records are missing"
     for p in files:
-        out = _kind(p).load(p).save(tmp_path / "copy.json")
+        out = _load(p).save(tmp_path / "copy.json")
         assert out.read_bytes() == p.read_bytes(), p
 
 

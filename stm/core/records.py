@@ -14,6 +14,7 @@ matched.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -119,11 +120,11 @@ class Evaluation(Record):
     def queries(self) -> int:
         return sum(len(v) for v in self.per_query_ndcg_at_10.values())
 
-    @property
-    def train(self) -> Trained | None:
+    @cached_property
+    def train(self) -> Trained | None:  # validated once per record: figures and claims read it in loops
         return Trained.model_validate(self.model["train"]) if "train" in self.model else None
 
-    @property
+    @cached_property
     def merge(self) -> MergeChoice | None:
         return MergeChoice.model_validate(self.model["merge"]) if "merge" in self.model else None
 

@@ -47,21 +47,26 @@ class ScoreCache:
     def __init__(self, path: Path | str, fingerprint: str):
         self.log = ResumeLog(path, key="candidate", fingerprint=fingerprint)
         self.path = self.log.path
-        self.scores = {k: r["score"] for k, r in self.log.rows.items()}
-        # how long each candidate took to score, when it was scored
-        self.seconds = {k: r["seconds"] for k, r in self.log.rows.items() if r.get("seconds") is not None}
         self.reused = 0
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return {k: r["score"] for k, r in self.log.rows.items()}
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """How long each candidate took to score, when it was scored."""
+        return {k: r["seconds"] for k, r in self.log.rows.items() if r.get("seconds") is not None}
 
     def wrap(self, score: Scorer) -> Scorer:
         def cached(cand: Candidate) -> float:
             key = json.dumps(cand.as_dict(), sort_keys=True)
-            if key in self.scores:
+            if key in self.log.rows:
                 self.reused += 1
-                return self.scores[key]
+                return self.log.rows[key]["score"]
             t0 = time.perf_counter()
             value = score(cand)
-            self.scores[key], self.seconds[key] = value, round(time.perf_counter() - t0, 3)
-            self.log.append([{"candidate": key, "score": value, "seconds": self.seconds[key]}])
+            self.log.append([{"candidate": key, "score": value, "seconds": round(time.perf_counter() - t0, 3)}])
             return value
 
         return cached
