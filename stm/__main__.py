@@ -121,9 +121,10 @@ def _cmd_merge(args, run: Run) -> None:
 
 def _cmd_ablate(args, run: Run) -> None:
     from stm import config
-    from stm.training.ablations import run_cell, run_pretrain
+    from stm.training.ablations import cell_evaluation, run_cell, run_pretrain
 
-    a, tcfg, ecfg = run.load("ablations"), run.load("training"), run.load("evaluation")
+    a, tcfg = run.load("ablations"), run.load("training")
+    ecfg = cell_evaluation(a, run.load("evaluation"))
     if args.kind == "pretrain":
         run_pretrain(run.paths, a, tcfg, ecfg)
     elif args.kind == "gepa":

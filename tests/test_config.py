@@ -262,3 +262,27 @@ def test_dtype_auto_is_resolved_in_one_place_and_configs_keep_the_result(monkeyp
     assert config.load("merging", profile="embedded").dtype == "float32"
     with pytest.raises(ConfigError, match="training.dtype"):
         given("training", dtype="int8")
+
+
+def test_ablation_cells_score_in_their_own_dtype_and_the_main_line_keeps_its_own(monkeypatch):
+    """``ablations.eval_dtype``: the cells' scoring dtype (embedded: auto, so bf16 on an AMX CPU); null: the
+    evaluation's. The cells' training and the main line's scoring are untouched."""
+    import torch
+
+    from stm.training.ablations import cell_evaluation
+
+    def given(**values):
+        return config.validate("ablations", config.dump(config.load("ablations", profile="embedded")) | values)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ecfg = config.load("evaluation", profile="embedded")
+    for amx, dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        scored = cell_evaluation(given(eval_dtype="auto"), ecfg)
+        assert scored.dtype == dtype and scored.model_dump(exclude={"dtype"}) == ecfg.model_dump(exclude={"dtype"})
+    assert ecfg.dtype == "float32"  # the main line's, unchanged
+    assert cell_evaluation(given(eval_dtype=None), ecfg) is ecfg
+    # the paper (and its rehearsal) score the cells as the main line: bfloat16 evaluation
+    assert config.load("ablations", profile="paper").eval_dtype is None
+    with pytest.raises(ConfigError, match="ablations.eval_dtype"):
+        given(eval_dtype="float64")

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stm import config
+
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = {"smoke": "smollm2-2l", "rehearsal": "qwen3-0.6b"}  # each profile's backbone: the run's second key
 SMOKE = Path("results/smoke/smollm2-2l")  # the smoke run's results (its data's: results/smoke)
@@ -115,6 +117,9 @@ def test_every_stage_ran_every_notebook_executed_every_figure_exists(smoke_repo)
     dev = [json.loads((repo / SMOKE / "ablations" / f"variant_{v}" / "dev" / "search.json").read_text())
            for v in variants]
     assert {d["split"] for d in dev} == {"dev"} and [d["model"]["train"]["variant"] for d in dev] == variants
+    # scored in the cells' own dtype (ablations.eval_dtype), the main line in the evaluation's
+    cell_dtype = config.load("ablations", profile="smoke").eval_dtype or config.load("evaluation", profile="smoke").dtype
+    assert {d["model"]["dtype"] for d in dev} == {cell_dtype}
     trained = {e: json.loads((repo / SMOKE / "experts" / f"{e}.json").read_text())["model"]["train"]["variant"]
                for e in ("med_real", "search", "nlu")}
     assert trained == {"med_real": "ft", "search": "shn_po", "nlu": "po"}  # the smoke profile's variant map

@@ -56,6 +56,12 @@ def cell(a: AblationsConfig, gp_sizes: list[int], kind: str, index: int | str, s
     raise ConfigError(f"unknown ablation kind {kind!r}")
 
 
+def cell_evaluation(a: AblationsConfig, ecfg: EvaluationConfig) -> EvaluationConfig:
+    """The evaluation settings the cells score with: ``ablations.eval_dtype`` (resolved) over ``evaluation.dtype``.
+    Every cell of a run uses the same, so the cells compare with each other; the records name the dtype."""
+    return ecfg if a.eval_dtype is None else ecfg.model_copy(update={"dtype": a.eval_dtype})
+
+
 def with_overrides(tcfg: TrainingConfig, **overrides) -> TrainingConfig:
     """The training config of a cell, validated again (a bad override names its key)."""
     return validate("training", dump(tcfg) | overrides, source="ablation cell")
