@@ -386,7 +386,7 @@ class AblationsConfig(Strict):
     gepa_budgets: list[GepaBudget] = Field(description="Table 10's GEPA rows: the budgets whose cells "
                                            "optimize and train (the paper: light, medium, heavy); a cell of another "
                                            "budget writes a record that says it was not run.")
-    eval_dtype: Dtype | None = Field(default=None, description="The dtype the cells are scored in (null: "
+    eval_dtype: Dtype | None = Field(description="The dtype the cells are scored in (null: "
                                      "evaluation.dtype). The cells compare only with each other.")
 
     @field_validator("variant_experts", "po_expert")

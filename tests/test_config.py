@@ -254,7 +254,8 @@ def test_dtype_auto_is_resolved_in_one_place_and_configs_keep_the_result(monkeyp
     assert given("training", dtype="auto").dtype == "bfloat16"
     assert given("training", dtype="float32").dtype == "float32"  # an explicit choice stays
     assert given("data", med_synth_generator={"dtype": "auto"}).med_synth_generator.dtype == "bfloat16"
-    # the embedded and smoke numbers are the same on every CPU, AMX or not: float32 training, scoring and generation
+    # the main line's numbers are the same on every CPU, AMX or not: float32 training, scoring and generation (the
+    # ablation cells' scoring dtype is ablations.eval_dtype, tested below)
     for profile in ("embedded", "smoke"):
         assert config.load("training", profile=profile).dtype == config.load("evaluation", profile=profile).dtype \
             == config.load("data", profile=profile).med_synth_generator.dtype \
