@@ -239,46 +239,50 @@ def test_every_expert_of_table_4_gets_a_cell_and_its_own_record(tmp_path):
 
 
 def test_dtype_auto_is_resolved_in_one_place_and_configs_keep_the_result(monkeypatch):
-    """``auto``: bf16 where the CPU has AMX-BF16 tiles (or on a GPU), float32 where bf16 would be emulated. The
-    embedded default is float32 (reproducible across CPUs); ``auto`` is a setting a user opts into."""
+    """``auto``: bf16 on a GPU and on a CPU with AMX-BF16 tiles or AVX512-BF16, float32 where bf16 would be
+    emulated. The embedded run scores in ``auto`` and trains and generates in float32."""
     import torch
 
     def given(group, **values):  # the embedded group with these values
         return config.validate(group, config.dump(config.load(group, profile="embedded")) | values)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    for amx, avx512_bf16 in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert config.native_bf16() is (amx or avx512_bf16)
+    monkeypatch.setattr(config, "native_bf16", lambda: False)
     assert given("training", dtype="auto").dtype == "float32"
     assert given("evaluation", dtype="auto").dtype == "float32"
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(config, "native_bf16", lambda: True)
     assert given("training", dtype="auto").dtype == "bfloat16"
     assert given("training", dtype="float32").dtype == "float32"  # an explicit choice stays
     assert given("data", med_synth_generator={"dtype": "auto"}).med_synth_generator.dtype == "bfloat16"
-    # the main line's numbers are the same on every CPU, AMX or not: float32 training, scoring and generation (the
-    # ablation cells' scoring dtype is ablations.eval_dtype, tested below)
-    for profile in ("embedded", "smoke"):
-        assert config.load("training", profile=profile).dtype == config.load("evaluation", profile=profile).dtype \
-            == config.load("data", profile=profile).med_synth_generator.dtype \
-            == config.load("synthesis", profile=profile).generator.dtype == "float32"
-    assert config.load("merging", profile="embedded").dtype == "float32"
+    # the main line trains and scores in bf16 where it is native, float32 elsewhere; it generates its data and merges
+    # in float32 on every CPU (the ablation cells' scoring dtype is ablations.eval_dtype, tested below)
+    for native, dtype in ((True, "bfloat16"), (False, "float32")):  # False: e.g. AVX2 only, where bf16 is emulated
+        monkeypatch.setattr(config, "native_bf16", lambda native=native: native)
+        for profile in ("embedded", "smoke"):
+            assert config.load("training", profile=profile).dtype == config.load("evaluation", profile=profile).dtype \
+                == dtype
+            assert config.load("data", profile=profile).med_synth_generator.dtype \
+                == config.load("synthesis", profile=profile).generator.dtype == "float32"
+        assert config.load("merging", profile="embedded").dtype == "float32"
     with pytest.raises(ConfigError, match="training.dtype"):
         given("training", dtype="int8")
 
 
 def test_ablation_cells_score_in_their_own_dtype_and_the_main_line_keeps_its_own(monkeypatch):
-    """``ablations.eval_dtype``: the cells' scoring dtype (embedded: auto, so bf16 on an AMX CPU); null: the
+    """``ablations.eval_dtype``: the cells' scoring dtype (embedded: auto, so bf16 where it is native); null: the
     evaluation's. The cells' training and the main line's scoring are untouched."""
-    import torch
-
     from stm.training.ablations import cell_evaluation
 
     def given(**values):
         return config.validate("ablations", config.dump(config.load("ablations", profile="embedded")) | values)
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    ecfg = config.load("evaluation", profile="embedded")
-    for amx, dtype in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+    ecfg = config.validate("evaluation", config.dump(config.load("evaluation", profile="embedded")) | {"dtype": "float32"})
+    for native, dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(config, "native_bf16", lambda native=native: native)
         scored = cell_evaluation(given(eval_dtype="auto"), ecfg)
         assert scored.dtype == dtype and scored.model_dump(exclude={"dtype"}) == ecfg.model_dump(exclude={"dtype"})
     assert ecfg.dtype == "float32"  # the main line's, unchanged

@@ -375,3 +375,20 @@ def test_the_merge_stage_finds_each_methods_expert_variant(tmp_path):
                                                "search": experts / "search" / "adapter"}  # its own variant already
     assert expert_adapters(layout, mcfg, "ties") == {e: experts / e / "adapter" for e in ("med_real", "search")}
     assert mcfg.merge_variants("med_real") == ["po"] and mcfg.merge_variants("nlu") == []
+
+
+@pytest.mark.parametrize("density", [0.0, 0.1, 0.37, 0.9, 1.0])
+def test_ties_trim_by_threshold_keeps_the_entries_mergekit_keeps(density):
+    """``inmemory.magnitude`` (a k-th value threshold) against mergekit's sort, on distinct magnitudes and on ties."""
+    from mergekit.sparsify import SparsificationMethod, sparsify
+
+    from stm.merging.inmemory import magnitude
+
+    torch.manual_seed(0)
+    distinct = torch.randn(48, 20) @ torch.randn(20, 36)
+    tied = torch.randint(-3, 4, (48, 36)).float()  # seven magnitudes: the threshold is tied, mergekit decides
+    for delta in (distinct, tied):
+        ref = sparsify(delta, density=density, method=SparsificationMethod.magnitude)
+        assert torch.equal(magnitude(delta, density), ref)
+    if 0 < density < 1:
+        assert 0 < int((magnitude(distinct, density) != 0).sum()) < distinct.numel()

@@ -152,6 +152,13 @@ def test_results_record_what_moves_the_numbers(smoke_repo):
     artifacts = repo / "artifacts" / "smoke" / "smollm2-2l"
     assert (artifacts / "merged" / "linear" / "README.md").exists()
     assert (artifacts / "merged" / "linear" / "modules.json").exists()  # a sentence-transformers folder
+    # the folders we ship load, with plain SentenceTransformer(path), in the dtype they were scored in
+    from sentence_transformers import SentenceTransformer
+
+    from stm.core import retriever as R
+    for folder, record in ((artifacts / "experts" / "med_real" / "adapter", expert),
+                           (artifacts / "merged" / "ties", merging["methods"]["ties"]["test"])):
+        assert R.describe(SentenceTransformer(str(folder), device="cpu"))["dtype"] == record["model"]["dtype"], folder
     # mergekit's full-model inputs are scratch: neither left behind nor cached by DVC
     assert not (artifacts / ".merged-inputs").exists()
     assert not list((artifacts / "merged").glob("**/experts"))

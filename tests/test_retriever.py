@@ -120,6 +120,24 @@ def test_an_expert_folder_loads_with_plain_sentence_transformers_and_embeds_as_s
     assert d["document_length"] == 24 and d["padding_side"] == "left" and d["eos_appended"]
 
 
+def test_a_shipped_folder_loads_in_the_dtype_it_was_scored_in(tiny_model, tmp_path, texts):
+    """The run scores in ``evaluation.dtype`` (bf16 on an AMX CPU): the folder records it, so plain
+    ``SentenceTransformer(path)`` loads and embeds exactly as the scoring did; a caller's explicit dtype still wins."""
+    _, out = _trained_folder(tiny_model, tmp_path)
+    assert R.describe(SentenceTransformer(str(out), device="cpu"))["dtype"] == "float32"  # nothing recorded
+    R.record_dtype(out, "bfloat16")
+    plain = SentenceTransformer(str(out), device="cpu")
+    scored = R.load(out, "bfloat16")
+    assert R.describe(plain)["dtype"] == "bfloat16" and R.describe(plain)["adapter"] is True
+    assert torch.equal(plain.encode_document(texts, convert_to_tensor=True), R.encode(scored, texts, R.DOCUMENT))
+    assert not torch.equal(R.encode(R.load(out, "float32"), texts, R.DOCUMENT), R.encode(scored, texts, R.DOCUMENT))
+    assert R.describe(R.load(out, "float32"))["dtype"] == "float32"
+    full = R.save(R.merge_lora(R.load(out, "float32")), tmp_path / "full", "bfloat16")  # a merge's folder
+    assert R.describe(SentenceTransformer(str(full), device="cpu"))["dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="int8"):
+        R.record_dtype(out, "int8")
+
+
 def test_merging_the_lora_in_keeps_the_embeddings(tiny_model, tmp_path, texts):
     model, out = _trained_folder(tiny_model, tmp_path)
     ref = R.encode(model, texts, R.DOCUMENT)

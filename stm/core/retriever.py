@@ -22,6 +22,7 @@ as it was scored: the tests check token ids and embeddings with the real SmolLM2
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -332,10 +333,27 @@ def encode(model: SentenceTransformer, texts: Sequence[str], kind: str, prompt: 
     return out.float().cpu()
 
 
-def save(model: SentenceTransformer, out: str | Path) -> Path:
-    """sentence-transformers' own save: the adapter only when the decoder is a PEFT model, else full weights."""
+def save(model: SentenceTransformer, out: str | Path, dtype: str | None = None) -> Path:
+    """sentence-transformers' own save: the adapter only when the decoder is a PEFT model, else full weights.
+    ``dtype``: the one the folder is scored in, recorded in it (:func:`record_dtype`)."""
     model.save(str(out))
+    if dtype is not None:
+        record_dtype(out, dtype)
     return Path(out)
+
+
+def record_dtype(folder: str | Path, dtype: str) -> Path:
+    """Make a folder we ship load in the dtype it was scored in: ``model_kwargs.dtype`` in its
+    ``sentence_bert_config.json``, which sentence-transformers passes to ``from_pretrained``. Plain
+    ``SentenceTransformer(path)`` then embeds as scored (an adapter folder: its base loads in that dtype, and peft
+    keeps the LoRA weights in float32); an explicit ``model_kwargs`` of the caller still wins."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: one of {sorted(DTYPES)}")
+    file = Path(folder) / "sentence_bert_config.json"
+    cfg = json.loads(file.read_text())
+    cfg["model_kwargs"] = {**cfg.get("model_kwargs", {}), "dtype": dtype}
+    file.write_text(json.dumps(cfg, indent=2) + "\n")
+    return file
 
 
 def describe(model: SentenceTransformer) -> dict:

@@ -53,6 +53,24 @@ def lora_factors(adapter: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, f
     return out
 
 
+def magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """mergekit's ``magnitude`` sparsification (TIES' trim: keep the ``density`` share of entries largest in
+    magnitude), by a threshold instead of mergekit's full ``argsort``: the same entries whenever the k-th largest
+    magnitude is not tied, and mergekit's own function when it is. 10-15 ms against 80 ms for a 1536 x 576 matrix
+    (2-core Xeon): 14 s of each 12-layer TIES candidate's 19 s of merging."""
+    from mergekit.sparsify import SparsificationMethod, sparsify
+
+    n = delta.numel()
+    if density >= 1 or density <= 0 or n == 0:
+        return sparsify(delta, density=density, method=SparsificationMethod.magnitude)
+    k = max(1, int(density * n))
+    w = delta.abs().reshape(-1).float()
+    keep = w >= torch.kthvalue(w, n - k + 1).values
+    if int(keep.sum()) != k:  # ties at the threshold: which of them mergekit keeps is its sort's choice
+        return sparsify(delta, density=density, method=SparsificationMethod.magnitude)
+    return delta * keep.reshape_as(delta).to(delta.dtype)
+
+
 class DeltaMerger:
     """A base model whose LoRA-touched weights are rebuilt for each candidate's coefficients."""
 
@@ -92,7 +110,6 @@ class DeltaMerger:
              lam: float = 1.0) -> SentenceTransformer:
         """mergekit's ``ties`` (``int8_mask``, ``normalize`` and ``lambda`` as given) on the touched matrices."""
         from mergekit.merge_methods.generalized_task_arithmetic import get_mask
-        from mergekit.sparsify import SparsificationMethod, sparsify
 
         if len(weights) != len(self.factors) or len(densities) != len(self.factors):
             raise ValueError(f"{len(weights)} weights, {len(densities)} densities for {len(self.factors)} experts")
@@ -107,7 +124,7 @@ class DeltaMerger:
             for i, k in enumerate(rows):
                 a, b, s = self.factors[k][name]
                 full = w0 + (b @ a) * s  # the expert's weight as peft folds it in (save_full_model)
-                deltas[i] = sparsify(full - w0, density=densities[k], method=SparsificationMethod.magnitude)
+                deltas[i] = magnitude(full - w0, densities[k])
             wt = torch.tensor([weights[k] for k in rows], dtype=deltas.dtype)
             while wt.dim() < deltas.dim():
                 wt.unsqueeze_(-1)

@@ -159,7 +159,7 @@ def run(mcfg: MergingConfig, ecfg: EvaluationConfig, adapters: dict[str, Path], 
         scratch = inputs / f"final-{method}"
         run_mergekit(cfg, scratch, mcfg.search.seed)
         with atomic_path(final) as tmp:
-            R.save(merged_retriever(template, scratch, "float32"), tmp)
+            R.save(merged_retriever(template, scratch, "float32"), tmp, ecfg.dtype)  # loads as it is scored
         # scored as a user loads it: plain SentenceTransformer(path)
         test = evaluate_model(final, ecfg, f"stm-{method}", tasks, "test",
                               extra={"merge": {"method": method, **chosen, "experts": names}}, prefix=prefix)

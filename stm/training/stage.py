@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stm.config import EvaluationConfig, MergingConfig, TrainingConfig
+from stm.core import retriever as R
 from stm.core.cards import model_card
 from stm.core.evaluation import evaluate_model
 from stm.core.records import Evaluation, TrainingRecord
@@ -72,6 +73,7 @@ def train_and_evaluate(layout: Layout, cfg: TrainingConfig, ecfg: EvaluationConf
     if not evaluate:
         return Trial(record)
     label = name or expert
+    R.record_dtype(out / "adapter", ecfg.dtype)  # the folder loads as it is scored
     result = evaluate_model(out / "adapter", ecfg, label, layout.tasks, out=result or result_path(layout, expert, name),
                             extra={"train": record.summary()})
     c, lora = record.config, record.config["lora"]
