@@ -143,6 +143,30 @@ def test_a_bug_keeps_its_traceback():
     assert bad_input(DataError("f.jsonl:3: bad")) == "f.jsonl:3: bad"
     assert bad_input(FileNotFoundError(2, "No such file or directory", "x/y.json")) == "x/y.json: No such file or directory"
 
+    class PapermillExecutionError(Exception):  # a notebook stage's error, as papermill hands it back: by class name
+        def __init__(self, ename, evalue):
+            super().__init__(evalue)
+            self.ename, self.evalue = ename, evalue
+
+    assert bad_input(PapermillExecutionError("MergeError", "merging: adapters missing")) == "merging: adapters missing"
+    assert bad_input(PapermillExecutionError("KeyError", "'x'")) is None
+
+
+def test_every_bad_input_class_the_cli_sorts_by_exists_and_sorting_imports_nothing():
+    """The CLI's table of bad-input classes names real exception classes (a rename would silently turn a bad input
+    into a traceback), and sorting an error imports none of their modules: a bad params.yaml answers before torch."""
+    import importlib
+
+    from stm.__main__ import INPUT_ERRORS
+
+    for module, names in INPUT_ERRORS.items():
+        for n in names:
+            assert issubclass(getattr(importlib.import_module(module), n), Exception), f"{module}.{n}"
+    code = ("import sys; from stm.__main__ import bad_input; from stm.config import ConfigError; "
+            "print(bad_input(ConfigError('params.yaml: data.miner')), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split()
+    assert out == ["params.yaml:", "data.miner", "False"]
+
 
 def test_train_without_a_name_writes_a_scratch_run_outside_every_tracked_output(monkeypatch, capsys):
     """`python -m stm train --expert search` (the README's example) must not overwrite the main line's Search expert,
