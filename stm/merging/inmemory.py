@@ -57,8 +57,8 @@ def magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
     """mergekit's ``magnitude`` sparsification (TIES' trim: keep the ``density`` share of entries largest in
     magnitude), by a threshold instead of mergekit's full ``argsort``: the same entries whenever the k-th largest
     magnitude is not tied, and mergekit's own function when it is. 10-15 ms against 80 ms for a 1536 x 576 matrix
-    (2-core AMD EPYC Zen 4, 2026-12-06); with it a 12-layer TIES candidate took 28.4 s against Linear's 21.1 s in the
-    committed merge stage (before: 45.2 s against 25.9 s on an Intel Xeon, mostly this sort)."""
+    (2-core AMD EPYC Zen 4, 2026-12-06); with it a 12-layer TIES candidate took 27-28 s against Linear's 20-21 s in
+    that machine's merge stages (before: 45.2 s against 25.9 s on an Intel Xeon, mostly this sort)."""
     from mergekit.sparsify import SparsificationMethod, sparsify
 
     n = delta.numel()
