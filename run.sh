@@ -32,7 +32,7 @@ setup() {
     # --compile-bytecode: uv, unlike pip, writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (as on
     # the 2-core machines here) nothing ever writes them: every process then compiled torch, transformers,
     # sentence-transformers and mteb from source, 18.4 s an import against 8.4 s with bytecode (AMD EPYC Zen 4,
-    # 2026-12-06), paid by every pipeline stage (twice: the CLI and the notebook's kernel) and every test subprocess
+    # 2026-12-06), paid by every pipeline stage (its notebook's kernel, and 3.5 s more in the CLI) and test subprocess
     if "$VENV/bin/python" -m pip install -q uv==0.13.9 \
         && "$VENV/bin/uv" pip install -q --compile-bytecode --python "$VENV/bin/python" "${links[@]}" -r requirements.txt; then
       "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e .
