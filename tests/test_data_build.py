@@ -34,3 +34,20 @@ def test_task_construction_does_not_depend_on_the_hash_seed():
     assert outs[0] == outs[1] == outs[2]
     data = json.loads(outs[0])
     assert data["cov"][0] and data["mesh"][0] and data["kw"][0]
+
+
+def test_mining_several_splits_at_once_equals_mining_each_alone():
+    """The data stage indexes its corpus once for every split: each split's negatives are the ones it would get
+    mined alone (same top-k per query, same seeded sampling)."""
+    from stm.data.mining import mine_negatives, mine_splits
+
+    topics = ["heart failure statin", "liver fibrosis mouse", "covid vaccine trial", "asthma inhaler children",
+              "kidney injury sepsis", "diabetes weight loss", "malaria bed nets", "stroke blood pressure"]
+    corpus = [f"{t} study {i} of {t.split()[0]} patients with {topics[(i + 1) % 8]}" for i in range(40)
+              for t in [topics[i % 8]]]
+    ids = [f"pmid:{i}" for i in range(40)]
+    splits = {"a": ([f"{topics[i % 8]} outcome" for i in range(10)], list(range(10))),
+              "b": ([topics[(i + 3) % 8] for i in range(7)], list(range(20, 27)))}
+    together = mine_splits(splits, corpus, ids, "bm25", 5, seed=13)
+    assert together == {name: mine_negatives(q, pos, corpus, ids, "bm25", 5, seed=13) for name, (q, pos) in splits.items()}
+    assert all(j != pos for name, (_, p) in splits.items() for j, pos in zip(together[name], p))

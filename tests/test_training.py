@@ -206,9 +206,10 @@ def _step_for(model):
     return Step(model, InfoNCE(), None, None, [], Dist())
 
 
-def test_mixed_instructions_take_one_query_forward_when_pooling_ignores_the_prompt(tiny_model, monkeypatch):
-    """Last-token pooling over prompt + query: one forward per batch, each row its own prompt, equal to encoding
-    each row alone; prompt-aware mean pooling keeps one forward per distinct prompt."""
+def test_mixed_instructions_take_one_query_forward(tiny_model, monkeypatch):
+    """A batch of mixed instructions (PO pools, FT-all) takes one query forward, each row its own prompt, equal to
+    encoding each row alone: last-token pooling over prompt + query, and prompt-aware mean pooling, which leaves each
+    row's own prompt tokens (a different count per row) out of its mean."""
     from stm.config import FormatConfig
     from stm.core import retriever as R
 
@@ -216,7 +217,7 @@ def test_mixed_instructions_take_one_query_forward_when_pooling_ignores_the_prom
              [("find abstracts", "heart attack risk"), ("retrieve passages", "statin dose"),
               ("find abstracts", "mouse liver fibrosis model"), ("answer the claim", "aspirin")]]
     for fmt, forwards in ((FormatConfig(pooling="lasttoken", include_prompt=True), 1),
-                          (FormatConfig(pooling="mean", include_prompt=False, query_template="{instruction}\nQuery:\n{query}"), 3)):
+                          (FormatConfig(pooling="mean", include_prompt=False, query_template="{instruction}\nQuery:\n{query}"), 1)):
         model = R.build(str(tiny_model), fmt, device="cpu")
         calls = []
         real = R.features

@@ -31,7 +31,7 @@ from stm.core.generators import build_generator
 from stm.core.tasks import EMBEDDED_TASKS as TASKS
 from stm.core.tasks import SPLIT_INSTRUCTIONS
 from stm.data.bmretriever import run as run_bmretriever
-from stm.data.mining import mine_negatives
+from stm.data.mining import mine_splits
 from stm.data.pubmed import Article, parse_medline, sentences, truncate_words
 from stm.io import sha256_file, write_json, write_jsonl
 from stm.core.filters import RejectionCounter, check, clean
@@ -261,12 +261,13 @@ def build_splits(train: list[Article], cfg: DataConfig, rng: random.Random, out:
     corpus_ids = [f"pmid:{a.pmid}" for a in train]
     corpus = [_passage(a, cfg.max_passage_words) for a in train]
     index = {pid: i for i, pid in enumerate(corpus_ids)}
+    mined = mine_splits({split: ([r["query"] for r in split_rows], [index[r["pos_id"]] for r in split_rows])
+                         for split, split_rows in rows.items() if split_rows},
+                        corpus, corpus_ids, cfg.miner, cfg.mine_top_k, cfg.seed)
     for split, split_rows in rows.items():
         if not split_rows:
             continue
-        neg = mine_negatives([r["query"] for r in split_rows], [index[r["pos_id"]] for r in split_rows], corpus,
-                             corpus_ids, cfg.miner, cfg.mine_top_k, cfg.seed)
-        for i, (r, j) in enumerate(zip(split_rows, neg, strict=True)):
+        for i, (r, j) in enumerate(zip(split_rows, mined[split], strict=True)):
             r.update(id=f"{split}-{i:06d}", split=split, instruction=SPLIT_INSTRUCTIONS[split],
                      negative=corpus[j], neg_id=corpus_ids[j], negative_source=f"{cfg.miner}@{cfg.mine_top_k}")
         keys = ("id", "split", "instruction", "query", "positive", "negative", "pos_id", "neg_id", "source", "negative_source")

@@ -54,7 +54,35 @@ def mine_negatives(
     near_duplicate: float = 0.8,
 ) -> list[int]:
     """Return, per query, the corpus index of one sampled hard negative."""
+    return mine_splits({"": (queries, positive_idx)}, corpus, corpus_ids, miner, k, seed, near_duplicate)[""]
+
+
+def mine_splits(
+    splits: dict[str, tuple[Sequence[str], Sequence[int]]],
+    corpus: Sequence[str],
+    corpus_ids: Sequence[str],
+    miner: str = "bm25",
+    k: int = 30,
+    seed: int = 13,
+    near_duplicate: float = 0.8,
+) -> dict[str, list[int]]:
+    """:func:`mine_negatives` for several splits over one corpus: the miner indexes the corpus once and ranks every
+    split's queries in one call (each query's top-k is its own, whatever else is ranked with it); each split then
+    samples with its own ``seed``-ed generator, as when it was mined alone. Measured in the embedded data stage (four
+    splits over 28,660 abstracts): bm25s indexed the same corpus four times, 33 of the stage's 52 s besides
+    generation."""
+    queries = [q for qs, _ in splits.values() for q in qs]
     top = MINERS.lookup(miner)(corpus, queries, k + 1)
+    out, start = {}, 0
+    for name, (qs, positive_idx) in splits.items():
+        out[name] = _sample(top[start : start + len(qs)], positive_idx, corpus, corpus_ids, k, seed, near_duplicate)
+        start += len(qs)
+    return out
+
+
+def _sample(top: np.ndarray, positive_idx: Sequence[int], corpus: Sequence[str], corpus_ids: Sequence[str], k: int,
+            seed: int, near_duplicate: float) -> list[int]:
+    """One negative per query from its top-k: not the positive, not its source, not a near-duplicate of it."""
     rng = random.Random(seed)
     out = []
     for i, pos in enumerate(positive_idx):

@@ -178,32 +178,18 @@ class Step:
     mini_batch: int | None = None  # training.mini_batch_size: GradCache's chunk (rows); None: the whole batch at once
 
     def embed_queries(self, batch: list[dict]) -> tuple[torch.Tensor, int]:
-        """Query embeddings, each query with its own instruction's prompt (PO pools mix instructions in a batch).
-
-        One forward for the batch when the pooling does not read the prompt's length (last-token pooling, or a mean
-        over the prompt's tokens too): each row is its prompt + query. Prompt-aware pooling needs one
-        ``prompt_length`` per forward, so there the rows are grouped by prompt, then put back in batch order.
-        Returns (embeddings, real tokens)."""
+        """Query embeddings, each query with its own instruction's prompt (PO pools and FT-all mix instructions in
+        a batch), in one forward pass, pooled as ``encode_query`` pools it (:func:`stm.core.retriever.embed_prompted`;
+        one instruction: sentence-transformers' own features). Returns (embeddings, real tokens)."""
         prompts = [R.prompt_for(self.model, r["instruction"]) for r in batch]
-        if len(set(prompts)) > 1 and R.pooling(self.model).include_prompt:
-            feats = R.features(self.model, [p + r["query"] for p, r in zip(prompts, batch, strict=True)], R.QUERY, "")
-            return R.embed(self.model, feats), int(feats["attention_mask"].sum())
-        groups: dict[str, list[int]] = {}
-        for i, prompt in enumerate(prompts):
-            groups.setdefault(prompt, []).append(i)
-        parts, index, tokens = [], [], 0
-        for prompt, rows in groups.items():
-            feats = R.features(self.model, [batch[i]["query"] for i in rows], R.QUERY, prompt)
-            parts.append(R.embed(self.model, feats))
-            index += rows
-            tokens += int(feats["attention_mask"].sum())
-        emb = torch.cat(parts)
-        if len(groups) > 1:
-            emb = emb[torch.argsort(torch.tensor(index, device=emb.device))]
-        return emb, tokens
+        if len(set(prompts)) > 1:
+            return R.embed_prompted(self.model, prompts, [r["query"] for r in batch], R.QUERY)
+        feats = R.features(self.model, [r["query"] for r in batch], R.QUERY, prompts[0])
+        return R.embed(self.model, feats), int(feats["attention_mask"].sum())
 
     def embed_documents(self, batch: list[dict]) -> tuple[list[torch.Tensor], int]:
-        """Positives, then hard negatives (and extra ones), in one forward pass; split back per column."""
+        """Positives, then hard negatives (and extra ones), in one forward pass; split back per column.
+        (Queries and passages padded into one pass measured no faster: 1.45-1.74 s against 1.36-1.77 s a step.)"""
         docs = [r["positive"] for r in batch]
         if self.use_hard_negatives:
             docs += [r["negative"] for r in batch]
