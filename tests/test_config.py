@@ -258,15 +258,16 @@ def test_dtype_auto_is_resolved_in_one_place_and_configs_keep_the_result(monkeyp
     assert given("training", dtype="auto").dtype == "bfloat16"
     assert given("training", dtype="float32").dtype == "float32"  # an explicit choice stays
     assert given("data", med_synth_generator={"dtype": "auto"}).med_synth_generator.dtype == "bfloat16"
-    # the main line trains and scores in bf16 where it is native, float32 elsewhere; it generates its data and merges
-    # in float32 on every CPU (the ablation cells' scoring dtype is ablations.eval_dtype, tested below)
+    # the main line trains, scores and generates (data, negatives, prompts) in bf16 where it is native, float32
+    # elsewhere; it merges in float32 on every CPU (the ablation cells' scoring dtype is ablations.eval_dtype, below)
     for native, dtype in ((True, "bfloat16"), (False, "float32")):  # False: e.g. AVX2 only, where bf16 is emulated
         monkeypatch.setattr(config, "native_bf16", lambda native=native: native)
         for profile in ("embedded", "smoke"):
             assert config.load("training", profile=profile).dtype == config.load("evaluation", profile=profile).dtype \
                 == dtype
             assert config.load("data", profile=profile).med_synth_generator.dtype \
-                == config.load("synthesis", profile=profile).generator.dtype == "float32"
+                == config.load("synthesis", profile=profile).generator.dtype \
+                == config.load("prompts", profile=profile).generator.dtype == dtype
         assert config.load("merging", profile="embedded").dtype == "float32"
     with pytest.raises(ConfigError, match="training.dtype"):
         given("training", dtype="int8")
