@@ -17,7 +17,8 @@ from common import save
 from stm import config, paths
 from stm.core.stats import bootstrap_mean, paired_bootstrap
 
-DEFAULT_REFS = ["HEAD:results/embedded/smollm2/merging.json", "aff4624:results/embedded/smollm2-12l/merging.json"]
+DEFAULT_REFS = ["HEAD:results/embedded/smollm2/merging.json", "aff4624:results/embedded/smollm2-12l/merging.json",
+                "96bac76:results/embedded/smollm2-12l/merging.json"]  # the 40-minute recipe (README)
 
 
 def at(ref: str) -> dict:
