@@ -62,7 +62,7 @@ def library(cfg: TrainingConfig, processed: Path, out: Path, stop_at: int | None
 
     model = build_model(cfg)
     rows, _ = load_rows(cfg, "nlu", processed)
-    steps = training_steps(len(rows), cfg.batch_size, cfg.max_steps, cfg.epochs)
+    steps = training_steps(len(rows), cfg.batch_size, cfg.max_steps, cfg.epochs, cfg.max_epochs)
     flat = [rows[i] for batch in batch_order(len(rows), cfg.batch_size, steps, cfg.seed) for i in batch]
     data = Dataset.from_dict({"anchor": [R.prompt_for(model, r["instruction"]) + r["query"] for r in flat],
                               "positive": [r["positive"] for r in flat], "negative": [r["negative"] for r in flat]})

@@ -272,6 +272,8 @@ class TrainingConfig(Strict):
     batch_size: int = Field(ge=2, description="Global batch (triples per step).")
     max_steps: int | None = Field(ge=1, description="None: one epoch.")
     epochs: float = Field(gt=0)
+    max_epochs: float | None = Field(gt=0, description="At most this many passes over a split, whatever max_steps "
+                                                       "says; None: no cap.")
     max_train_rows: int | None = Field(ge=2, description="Subsample a split (Figure 4).")
     train_file: str | None = Field(description="Train on this triple file instead of the expert's split.")
     init_adapter: str | None = Field(description="Start from this LoRA adapter (PT+FT, Figure 3).")

@@ -72,6 +72,11 @@ class LiveStream(io.TextIOBase):
 def execute(layout: Layout, name: str, parameters: dict | None = None, suffix: str = "") -> Path:
     """Run ``notebooks/<name>.ipynb`` for the run ``layout`` (its ``profile`` and ``backbone`` parameters), writing
     the executed copy and its HTML to the run's reports folder."""
+    # papermill -> nbformat -> jsonschema imports rfc3987_syntax when it is installed (jupyterlab's extras bring it),
+    # which builds an Earley parser of the IRI grammar at import: 1.45 s of this process's 3.0 s of imports (AMD EPYC
+    # Zen 4, `python -X importtime`), paid by every notebook stage, for a format nbformat never checks. Unimportable,
+    # jsonschema leaves that format unchecked, as it does wherever the package is not installed.
+    sys.modules.setdefault("rfc3987_syntax", None)
     import papermill as pm
 
     src = paths.NOTEBOOKS / f"{name}.ipynb"

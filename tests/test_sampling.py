@@ -72,3 +72,13 @@ def test_an_mteb_task_with_subsets_is_pooled_with_prefixed_ids(monkeypatch):
     assert data.qrels == {"dentistry/test/q1": {"dentistry/test/d1": 1}, "neurology/test/q1": {"neurology/test/d1": 1}}
     assert data.corpus["dentistry/test/d1"] == "Title dentistry text one" and len(data.corpus) == 4
     assert set(data.queries) == set(data.qrels)  # unjudged queries are not scored
+
+
+def test_max_epochs_caps_the_steps_of_a_small_split_only():
+    """training.max_epochs: the embedded Med-Synth (300 rows, batch 8) stops after two passes, 75 steps, while a
+    1,200-row split keeps max_steps; no cap keeps the old schedule, and an epoch schedule is capped the same way."""
+    assert sampling.training_steps(300, 8, 110, 1.0, 2.0) == 75
+    assert sampling.training_steps(1200, 8, 110, 1.0, 2.0) == 110
+    assert sampling.training_steps(300, 8, 110, 1.0, None) == 110
+    assert sampling.training_steps(300, 8, None, 3.0, 2.0) == 75
+    assert sampling.training_steps(3, 8, 10, 1.0, 2.0) == 1  # never zero steps

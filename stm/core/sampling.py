@@ -135,9 +135,13 @@ def batch_order(n_rows: int, batch: int, steps: int, seed: int) -> list[list[int
     return order[:steps]
 
 
-def training_steps(n_rows: int, batch: int, max_steps: int | None, epochs: float) -> int:
-    """The steps of a training run: ``max_steps``, else ``epochs`` passes over the rows."""
-    return max_steps or max(1, math.floor(epochs * n_rows / batch))
+def training_steps(n_rows: int, batch: int, max_steps: int | None, epochs: float,
+                   max_epochs: float | None = None) -> int:
+    """The steps of a training run: ``max_steps``, else ``epochs`` passes over the rows; never more than
+    ``max_epochs`` passes (a small split, such as the embedded Med-Synth's 300 rows, is not cycled for the steps a
+    large one needs)."""
+    steps = max_steps or max(1, math.floor(epochs * n_rows / batch))
+    return min(steps, max(1, math.floor(max_epochs * n_rows / batch))) if max_epochs else steps
 
 
 def rows_in_training_order(n_rows: int, batch: int, steps: int, seed: int) -> list[int]:

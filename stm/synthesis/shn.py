@@ -104,7 +104,8 @@ def rows_to_rewrite(cfg: SynthesisConfig, n_rows: int, training: TrainingConfig 
     if cfg.rows == "trained":
         if training is None:
             raise ValueError("synthesis.rows: trained needs the training config (batch size, steps, seed)")
-        steps = training_steps(n_rows, training.batch_size, training.max_steps, training.epochs)
+        steps = training_steps(n_rows, training.batch_size, training.max_steps, training.epochs,
+                               training.max_epochs)
         order = rows_in_training_order(n_rows, training.batch_size, steps, training.seed)
     else:
         order = list(range(n_rows))

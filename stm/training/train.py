@@ -273,7 +273,7 @@ def train(cfg: TrainingConfig, expert: str, out_dir: Path, processed: Path, inte
     if cfg.batch_size % dist.world:
         raise ValueError(f"training.batch_size {cfg.batch_size} is not divisible by {dist.world} processes")
     device = device_for(dist)
-    steps = training_steps(len(rows), cfg.batch_size, cfg.max_steps, cfg.epochs)
+    steps = training_steps(len(rows), cfg.batch_size, cfg.max_steps, cfg.epochs, cfg.max_epochs)
     model = build_model(cfg, device)
     params = list(_trainable(model).values())
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
