@@ -120,27 +120,48 @@ def _cmd_merge(args, run: Run) -> None:
 
 
 def _cmd_ablate(args, run: Run) -> None:
+    """One cell, or several of one kind in turn (``po 0,1,2,3``, ``size 1 --seed-index 0,1,2``): a DVC stage that runs
+    several cells pays the process start (about 10 s of imports, most of a smoke cell) once."""
     from stm import config
     from stm.training.ablations import cell_evaluation, run_cell, run_pretrain
 
     a, tcfg = run.load("ablations"), run.load("training")
     ecfg = cell_evaluation(a, run.load("evaluation"))
+    indices, seeds = args.index.split(","), _indices(args.seed_index, "--seed-index")
     if args.kind == "pretrain":
         run_pretrain(run.paths, a, tcfg, ecfg)
     elif args.kind == "gepa":
         from stm.prompts.optimizers import backbone_retriever
         from stm.training.ablations import run_gepa
 
-        if args.index not in GEPA_BUDGETS:
-            raise config.ConfigError(f"stm ablate gepa: {args.index!r} is not a budget; one of {list(GEPA_BUDGETS)}")
-        run_gepa(run.paths, a, run.load("prompts"), tcfg, ecfg, args.index, lambda: backbone_retriever(tcfg)())  # built if run
+        for budget in indices:  # every name is checked before the first cell runs
+            if budget not in GEPA_BUDGETS:
+                raise config.ConfigError(f"stm ablate gepa: {budget!r} is not a budget; one of {list(GEPA_BUDGETS)}")
+        for budget in indices:
+            run_gepa(run.paths, a, run.load("prompts"), tcfg, ecfg, budget, lambda: backbone_retriever(tcfg)())
     elif args.kind == "variant":
-        run_cell(run.paths, a, tcfg, ecfg, run.load("merging"), [], "variant", args.index)
+        for name in indices:
+            run_cell(run.paths, a, tcfg, ecfg, run.load("merging"), [], "variant", name)
     else:
-        if not args.index.isdigit():
-            raise config.ConfigError(f"stm ablate {args.kind}: the index {args.index!r} is not a number")
-        run_cell(run.paths, a, tcfg, ecfg, run.load("merging"), run.load("prompts").gp_sizes, args.kind,
-                 int(args.index), args.seed_index)
+        from stm.training.ablations import cell
+
+        gp_sizes = run.load("prompts").gp_sizes
+        cells = [(i, s) for i in _indices(args.index, "index", args.kind) for s in seeds]
+        for i, s in cells:  # an index out of range fails before the first cell runs
+            cell(a, gp_sizes, args.kind, i, s)
+        for i, s in cells:
+            run_cell(run.paths, a, tcfg, ecfg, run.load("merging"), gp_sizes, args.kind, i, s)
+
+
+def _indices(text: str, what: str, kind: str = "") -> list[int]:
+    """``0,1,2`` as numbers, or a bad-input error naming the value."""
+    from stm import config
+
+    for i in str(text).split(","):
+        if not i.isdigit():
+            name = f"stm ablate {kind}: the {what}" if kind else f"stm ablate {what}:"
+            raise config.ConfigError(f"{name} {i!r} is not a number")
+    return [int(i) for i in str(text).split(",")]
 
 
 def _cmd_backbone(args, run: Run) -> None:
@@ -273,8 +294,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("kind", choices=["variant", "size", "po", "gepa", "pretrain"], help="which ablation")
     a.add_argument("index", nargs="?", default="0",
                    help=f"variant: its name ({', '.join(VARIANTS)}); size, po: the index into ablations.sizes / "
-                        f"prompts.gp_sizes (their values are the profile's); gepa: the budget ({', '.join(GEPA_BUDGETS)})")
-    a.add_argument("--seed-index", type=int, default=0, help="size cells: index into ablations.seeds (default 0)")
+                        f"prompts.gp_sizes (their values are the profile's); gepa: the budget ({', '.join(GEPA_BUDGETS)}); "
+                        "several, comma-separated (po 0,1,2,3), run in turn in one process")
+    a.add_argument("--seed-index", default="0", help="size cells: index into ablations.seeds (default 0); several: "
+                                                     "0,1,2")
     rh = sub.add_parser("rehearsal", help="the paper profile's local stand-ins: build them, or serve the fake "
                                           "OpenAI-compatible endpoint")
     rh.add_argument("action", choices=["build", "serve"], help="build: write the stand-ins under data/rehearsal/; "

@@ -39,6 +39,15 @@ def test_an_ablation_cell_name_is_checked(tmp_path, args, named):
     assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_stage_of_several_cells_checks_them_all_before_the_first_runs(tmp_path):
+    """`ablate po 0,9`: the DVC stage runs its cells in turn in one process; a bad one fails before any is trained."""
+    proc = run_cli(tmp_path, "profile: smoke\n", "ablate", "po", "0,9")
+    assert proc.returncode == 2 and "index 9 is out of range" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("artifacts/**/po/0"))
+    proc = run_cli(tmp_path, "profile: smoke\n", "ablate", "size", "0", "--seed-index", "0,x")
+    assert proc.returncode == 2 and "--seed-index: 'x' is not a number" in proc.stderr
+
+
 def test_a_gepa_budget_the_profile_does_not_run_writes_a_record_that_says_so(tmp_path):
     """Every profile has every declared output of ablate_gepa; the embedded and smoke profiles run no GEPA row."""
     import json

@@ -27,11 +27,11 @@ print(json.dumps(out, sort_keys=False))
 
 def test_task_construction_does_not_depend_on_the_hash_seed():
     outs = []
-    for seed in ("1", "2", "3"):
+    for seed in ("1", "2"):  # two hash seeds: a set's iteration order that leaks into a task differs between them
         env = {**os.environ, "PYTHONHASHSEED": seed}
         proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, check=True)
         outs.append(proc.stdout)
-    assert outs[0] == outs[1] == outs[2]
+    assert outs[0] == outs[1]
     data = json.loads(outs[0])
     assert data["cov"][0] and data["mesh"][0] and data["kw"][0]
 
