@@ -18,7 +18,8 @@ from stm import config, paths
 from stm.core.stats import bootstrap_mean, paired_bootstrap
 
 DEFAULT_REFS = ["HEAD:results/embedded/smollm2/merging.json", "aff4624:results/embedded/smollm2-12l/merging.json",
-                "96bac76:results/embedded/smollm2-12l/merging.json"]  # the 40-minute recipe (README)
+                "96bac76:results/embedded/smollm2-12l/merging.json",   # the 40-minute recipe
+                "e739c7c:results/embedded/smollm2-12l/merging.json"]   # the 32-minute one, LoRA on every layer (README)
 
 
 def at(ref: str) -> dict:
