@@ -88,7 +88,7 @@ def test_two_process_training_equals_single_process(tiny_model, processed, tmp_p
     params = tmp_path / "params.yaml"
     params.write_text(params_text(yaml.safe_dump({"profile": "embedded", "backbone": str(tiny_model), "training": {
         "batch_size": 4, "max_steps": 2, "warmup_steps": 1, "learning_rate": 1e-2,
-        "dtype": "float32", "lora": {"r": 4, "alpha": 8}, "format": {"max_query_tokens": 16, "max_passage_tokens": 24},
+        "dtype": "float32", "lora": {"r": 4, "alpha": 8, "layers": None}, "format": {"max_query_tokens": 16, "max_passage_tokens": 24},
         "hard_negatives_in_denominator": "own"}})))
     script = tmp_path / "run.py"
     script.write_text(
