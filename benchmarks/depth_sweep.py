@@ -36,10 +36,11 @@ DEFAULT_CELLS = ["8:4:3e-4:40", "8:8:3e-4:40", "8:4:1e-3:40", "8:8:1e-3:40", "12
 
 def parse(cell: str) -> dict:
     n, k, lr, steps, *rest = cell.split(":")
-    passage, dtype = (rest + [None, None])[:2]
+    overrides = dict(r.split("=", 1) for r in rest if "=" in r)  # any other training key, e.g. temperature=0.02
+    passage, dtype = ([r for r in rest if "=" not in r] + [None, None])[:2]
     return {"layers": int(n), "lora_layers": None if k == "all" else int(k), "learning_rate": float(lr),
             "steps": int(steps), "train_passage_tokens": int(passage) if passage else None,
-            "dtype": dtype or "float32"}
+            "dtype": dtype or "float32", **({"overrides": overrides} if overrides else {})}
 
 
 def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
@@ -51,11 +52,15 @@ def run_cell(cell: dict, expert: str, ecfg, specs) -> dict:
     if cell.get("dtype", "float32") != "float32":  # training and scoring in this dtype (bfloat16: AMX tiles)
         name += f"_{cell['dtype']}"
         ecfg = ecfg.model_copy(update={"dtype": cell["dtype"]})
+    for key, value in cell.get("overrides", {}).items():
+        name += f"_{key}{value}"
     base = config.load("training", profile="embedded")
     cfg = base.model_copy(update={
         "backbone": backbone, "learning_rate": cell["learning_rate"], "max_steps": cell["steps"],
         "train_passage_tokens": cell.get("train_passage_tokens"), "dtype": cell.get("dtype", "float32"),
         "lora": base.lora.model_copy(update={"layers": cell["lora_layers"]})})
+    if cell.get("overrides"):  # validated as params.yaml's values are
+        cfg = type(cfg).model_validate(cfg.model_dump() | cell["overrides"])
     out = paths.ROOT / "artifacts" / "sweep" / name
     record_file = out / "dev.json"
     if record_file.exists():
@@ -87,8 +92,9 @@ def main():
     setup_environment()
     ap = argparse.ArgumentParser()
     ap.add_argument("--cells", nargs="+", default=DEFAULT_CELLS,
-                    help="N:K:lr:steps[:P[:dtype]] (K 'all': every layer; P: training passages cut to P tokens; dtype: "
-                         "training and dev scoring, float32 unless given)")
+                    help="N:K:lr:steps[:P[:dtype]][:key=value...] (K 'all': every layer; P: training passages cut to P "
+                         "tokens; dtype: training and dev scoring, float32 unless given; key=value: any other "
+                         "training key, e.g. temperature=0.02)")
     ap.add_argument("--expert", default="all")
     ap.add_argument("--name", default="depth_sweep", help="results file stem in benchmarks/results/")
     args = ap.parse_args()
@@ -129,7 +135,7 @@ def figure(table: list[dict], name: str = "depth_sweep") -> None:
     for i, r in enumerate(table):
         ax.text(i, 0.02, f"{r['train_seconds']:.0f}s", ha="center", color="white", fontsize=7)
     ax.set_xticks(range(len(table)), labels, fontsize=7)
-    ax.set_xlabel(f"125 dev queries, 4 tasks; intervals: bootstrap over queries", fontsize=7)
+    ax.set_xlabel("125 dev queries, 4 tasks; intervals: bootstrap over queries", fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("dev nDCG@10 (4 tasks, 95% CI)")
     ax.set_title("FT-all on SmolLM2 cut to N layers, LoRA on the top K (dev split; bar text: training time)",

@@ -130,6 +130,9 @@ class DataConfig(Strict):
     eval: EvalSetConfig
     med_synth_generator: GenerationConfig
     med_synth_abstract_words: int = Field(ge=10, description="Abstract words shown to the question writer.")
+    med_synth_min_shared_terms: int = Field(ge=0, description="A written question is kept only if it shares at "
+                                            "least this many content words (4+ letters) with the abstract words the "
+                                            "writer read; 0: no check.")
     bmretriever_path: str | None = Field(description="paper profile: local ft_data.json, else the hub dataset is used.")
     split_patterns: list[tuple[str, Literal["med_real", "med_synth", "search", "nlu"]]] | None = Field(
         description="paper profile: [regex on the instruction, split] pairs, first match wins (null: "

@@ -51,3 +51,45 @@ def test_mining_several_splits_at_once_equals_mining_each_alone():
     together = mine_splits(splits, corpus, ids, "bm25", 5, seed=13)
     assert together == {name: mine_negatives(q, pos, corpus, ids, "bm25", 5, seed=13) for name, (q, pos) in splits.items()}
     assert all(j != pos for name, (_, p) in splits.items() for j, pos in zip(together[name], p))
+
+
+class _Writer:
+    """A question writer that answers every other abstract with a generic question, as SmolLM2 often does."""
+
+    id = "fake:writer"
+
+    def settings(self) -> dict:
+        return {"kind": "fake"}
+
+    def generate(self, prompts, seed_offset=0):
+        out = []
+        for p in prompts:
+            abstract = p.rsplit("Abstract: ", 1)[1]
+            topic = abstract.split()[0]
+            out.append(f"Does {topic} therapy reduce mortality?" if "even" in abstract
+                       else "How can I improve my writing style?")
+        return out
+
+
+def test_med_synth_keeps_only_questions_that_share_a_term_with_the_abstract(tmp_path, monkeypatch):
+    """`data.med_synth_min_shared_terms`: a generic question sharing no content word with the abstract words the
+    writer read is rejected as off_topic, and generation goes on until the split is full; 0 turns the check off."""
+    import random
+
+    from stm import config
+    from stm.data import build
+    from stm.data.pubmed import Article
+
+    monkeypatch.setattr(build, "build_generator", lambda cfg: _Writer())
+    arts = [Article(pmid=str(i), title=f"t{i}", language="eng", year="2021",
+                    sections=[("", f"{['Statin', 'Aspirin', 'Insulin'][i % 3]} {'even' if i % 2 == 0 else 'odd'} "
+                                   f"trial {i} enrolled adults with heart failure and followed them for two years.")])
+            for i in range(60)]
+    cfg = config.load("data", profile="embedded").model_copy(update={"med_synth_min_shared_terms": 1})
+    rows, report = build._med_synth(arts, 10, cfg, random.Random(0), tmp_path / "a")
+    assert len(rows) == 10 and all("writing style" not in r["query"] for r in rows)
+    assert report["counts"]["off_topic"] >= 9 and report["generated"] >= 20
+    rows, report = build._med_synth(arts, 10, cfg.model_copy(update={"med_synth_min_shared_terms": 0}),
+                                    random.Random(0), tmp_path / "b")
+    assert len(rows) == 10 and "off_topic" not in report["counts"]
+    assert any("writing style" in r["query"] for r in rows)

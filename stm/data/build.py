@@ -229,14 +229,15 @@ def _med_synth(arts: list[Article], n: int, cfg: DataConfig, rng: random.Random,
         need = n - len(rows)
         chunk = order[start : start + batch * max(1, -(-need // batch))]
         start += len(chunk)
-        prompts = [MED_SYNTH_PROMPT.format(abstract=truncate_words(a.abstract, cfg.med_synth_abstract_words))
-                   for a in chunk]
-        outputs = generate_cached(gen, prompts, out / "med_synth_generations.jsonl", batch_size=batch,
-                                  desc="med_synth queries")
-        for a, raw in zip(chunk, outputs, strict=True):
+        shown = [truncate_words(a.abstract, cfg.med_synth_abstract_words) for a in chunk]
+        outputs = generate_cached(gen, [MED_SYNTH_PROMPT.format(abstract=s) for s in shown],
+                                  out / "med_synth_generations.jsonl", batch_size=batch, desc="med_synth queries")
+        for a, text, raw in zip(chunk, shown, outputs, strict=True):
             q = clean((raw or "").split("\n")[0])
             reason = "generator_failed" if raw is None else check(
-                q, min_words=4, max_words=30, not_copies_of=(a.abstract, a.title), max_similarity=0.8)
+                q, min_words=4, max_words=30, not_copies_of=(a.abstract, a.title), max_similarity=0.8,
+                on_topic_with=text if cfg.med_synth_min_shared_terms else None,
+                min_shared_terms=cfg.med_synth_min_shared_terms)
             counts[reason or "kept"] += 1
             if reason is None and len(rows) < n:
                 rows.append({"query": q, "positive": _passage(a, cfg.max_passage_words), "pos_id": f"pmid:{a.pmid}",
