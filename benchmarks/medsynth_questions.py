@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 
 from common import save
@@ -30,8 +31,8 @@ DEFAULT = ["w40_shared1:med_synth_abstract_words=40,med_synth_min_shared_terms=1
 
 
 def parse(spec: str) -> tuple[str, dict]:
-    label, _, sets = spec.partition(":")
-    return label, {k: json.loads(v) for k, v in (s.split("=", 1) for s in sets.split(",") if s)}
+    label, _, sets = spec.partition(":")  # a comma starts the next key only before `key=`: JSON values may hold commas
+    return label, {k: json.loads(v) for k, v in (s.split("=", 1) for s in re.split(r",(?=\w+=)", sets) if s)}
 
 
 def run_variant(label: str, overrides: dict) -> dict:
