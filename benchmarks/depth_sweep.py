@@ -125,7 +125,8 @@ def figure(table: list[dict], name: str = "depth_sweep") -> None:
     fig, ax = plt.subplots(figsize=(9.5, 3.8))
     labels = [f"N={r['layers']}, K={r['lora_layers'] or 'all'}\nlr {r['learning_rate']:g}\n{r['steps']} steps"
               + (f"\npassages {r['train_passage_tokens']}" if r.get("train_passage_tokens") else "")
-              + (f"\n{r['dtype']}" if r.get("dtype", "float32") != "float32" else "") for r in table]
+              + (f"\n{r['dtype']}" if r.get("dtype", "float32") != "float32" else "")
+              + "".join(f"\n{k} {v}" for k, v in r.get("overrides", {}).items()) for r in table]
     means = [r["dev_ndcg_at_10"] for r in table]
     err = [[m - r["ci95"][0] for m, r in zip(means, table)], [r["ci95"][1] - m for m, r in zip(means, table)]]
     ref = next(i for i, r in enumerate(table) if r["vs_reference"] is None)
