@@ -45,3 +45,12 @@ def save(name: str, record: dict) -> Path:
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     return path
+
+
+def reference_record(path: Path | str, label: str) -> dict:
+    """A model to hold a sweep's cells against: an evaluation record (``python -m stm evaluate --split dev --out``,
+    e.g. of the committed main line's expert), as a row with the fields ``paired_bootstrap`` reads."""
+    rec = json.loads(Path(path).read_text())
+    return {"label": label, "dev_ndcg_at_10": rec["averages"]["all"],
+            "per_task": {t: s["ndcg_at_10"] for t, s in rec["scores"].items()},
+            "per_query_ndcg_at_10": rec["per_query_ndcg_at_10"]}

@@ -17,7 +17,7 @@ import argparse
 import json
 import time
 
-from common import OUT, save
+from common import OUT, reference_record, save
 from stm import config, paths
 from stm.core import assets
 from stm.core import retriever as R
@@ -36,7 +36,8 @@ DEFAULT_CELLS = ["8:4:3e-4:40", "8:8:3e-4:40", "8:4:1e-3:40", "8:8:1e-3:40", "12
 
 def parse(cell: str) -> dict:
     n, k, lr, steps, *rest = cell.split(":")
-    overrides = dict(r.split("=", 1) for r in rest if "=" in r)  # any other training key, e.g. temperature=0.02
+    # any other training key, its value as JSON (temperature=0.02, batch_size=16)
+    overrides = {k: json.loads(v) for k, v in (r.split("=", 1) for r in rest if "=" in r)}
     passage, dtype = ([r for r in rest if "=" not in r] + [None, None])[:2]
     return {"layers": int(n), "lora_layers": None if k == "all" else int(k), "learning_rate": float(lr),
             "steps": int(steps), "train_passage_tokens": int(passage) if passage else None,
@@ -97,26 +98,33 @@ def main():
                          "training key, e.g. temperature=0.02)")
     ap.add_argument("--expert", default="all")
     ap.add_argument("--name", default="depth_sweep", help="results file stem in benchmarks/results/")
+    ap.add_argument("--reference", help="an evaluation record on dev to hold every cell against (e.g. the committed "
+                                        "main line's expert: python -m stm evaluate --split dev --out FILE)")
+    ap.add_argument("--reference-label", default="reference")
     args = ap.parse_args()
     ecfg = config.load("evaluation", profile="embedded")
     specs = task_specs(ecfg, EMBEDDED.tasks, "dev")
     rows = [run_cell(parse(c), args.expert, ecfg, specs) for c in args.cells]
-    # the reference: the full-depth model with LoRA everywhere (the committed main line's design), when swept
-    full = [r for r in rows if r["lora_layers"] is None]
-    full = [r for r in full if r["steps"]]
-    ref = max(full, key=lambda r: (r["layers"], -r["learning_rate"])) if full else rows[0]
+    # the reference: --reference, else the full-depth model with LoRA everywhere when swept, else the first cell
+    full = [r for r in rows if r["lora_layers"] is None and r["steps"]]
+    if args.reference:
+        ref = reference_record(args.reference, args.reference_label)
+    else:
+        ref = max(full, key=lambda r: (r["layers"], -r["learning_rate"])) if full else rows[0]
     table = []
     for r in rows:
         mean, lo, hi = bootstrap_mean(r)
         table.append({k: v for k, v in r.items() if k not in ("per_query_ndcg_at_10", "data")}
                      | {"ci95": [round(lo, 4), round(hi, 4)],
                         "vs_reference": None if r is ref else paired_bootstrap(r, ref)})
-    save(args.name, {"expert": args.expert, "split": "dev", "reference": ref["cell"], "cells": table,
-                         "data": ref["data"], "environment": environment_record()})
-    figure(table, args.name)
+    reference = ({k: v for k, v in ref.items() if k != "per_query_ndcg_at_10"} if args.reference else ref["cell"])
+    save(args.name, {"expert": args.expert, "split": "dev", "reference": reference, "cells": table,
+                     "data": rows[0]["data"] if args.reference else ref["data"], "environment": environment_record()})
+    figure(table, args.name, reference if args.reference else None)
 
 
-def figure(table: list[dict], name: str = "depth_sweep") -> None:
+def figure(table: list[dict], name: str = "depth_sweep", reference: dict | None = None) -> None:
+    """One bar per cell; the reference is a cell's bar, or (``reference``, a record outside the sweep) a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,10 +137,15 @@ def figure(table: list[dict], name: str = "depth_sweep") -> None:
               + "".join(f"\n{k} {v}" for k, v in r.get("overrides", {}).items()) for r in table]
     means = [r["dev_ndcg_at_10"] for r in table]
     err = [[m - r["ci95"][0] for m, r in zip(means, table)], [r["ci95"][1] - m for m, r in zip(means, table)]]
-    ref = next(i for i, r in enumerate(table) if r["vs_reference"] is None)
+    ref = next((i for i, r in enumerate(table) if r["vs_reference"] is None), None)
     colors = ["#dd8452" if i == ref else "#4c72b0" for i in range(len(table))]
     ax.bar(range(len(table)), means, yerr=err, capsize=3, color=colors)
-    ax.text(ref, means[ref] + 0.09, "reference", ha="center", fontsize=7)
+    if ref is not None:
+        ax.text(ref, means[ref] + 0.09, "reference", ha="center", fontsize=7)
+    if reference is not None:
+        ax.axhline(reference["dev_ndcg_at_10"], color="#dd8452", lw=1.2, ls="--")
+        ax.text(len(table) - 0.5, reference["dev_ndcg_at_10"] + 0.02, reference["label"], ha="right", fontsize=7,
+                color="#dd8452")
     for i, r in enumerate(table):
         ax.text(i, 0.02, f"{r['train_seconds']:.0f}s", ha="center", color="white", fontsize=7)
     ax.set_xticks(range(len(table)), labels, fontsize=7)

@@ -18,7 +18,7 @@ import json
 import re
 import time
 
-from common import save
+from common import reference_record, save
 from stm import config, paths
 from stm.core.evaluation import evaluate_model, prefix_cache, task_specs
 from stm.core.stats import paired_bootstrap
@@ -70,13 +70,7 @@ def main():
     ap.add_argument("--name", default="medsynth_questions", help="results file stem in benchmarks/results/")
     args = ap.parse_args()
     rows = [run_variant(*parse(v)) for v in args.variants]
-    if args.reference:
-        ref = json.loads(open(args.reference).read())
-        ref = {"variant": args.reference_label, "dev_ndcg_at_10": ref["averages"]["all"],
-               "per_task": {t: s["ndcg_at_10"] for t, s in ref["scores"].items()},
-               "per_query_ndcg_at_10": ref["per_query_ndcg_at_10"]}
-    else:
-        ref = rows[0]
+    ref = reference_record(args.reference, args.reference_label) if args.reference else rows[0]
     table = [{k: v for k, v in r.items() if k != "per_query_ndcg_at_10"}
              | {"vs_reference": None if r is ref else paired_bootstrap(r, ref)} for r in rows]
     save(args.name, {"split": "dev", "expert": "med_synth", "reference": {k: v for k, v in ref.items()
