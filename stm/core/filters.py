@@ -51,8 +51,9 @@ def check(
 ) -> str | None:
     """Return the reason a generated text is rejected, or ``None`` if it is kept.
 
-    ``on_topic_with``: a hard negative must share at least ``min_shared_terms`` content words (4+ letters)
-    with this text (the positive and the query), as the paper asks for "similar terminology".
+    ``on_topic_with``: the text must share at least ``min_shared_terms`` content words (4+ letters) with this one:
+    a hard negative with its positive and query, as the paper asks for "similar terminology"; a Med-Synth question
+    with the abstract words its writer read (``data.med_synth_min_shared_terms``).
     """
     if not text:
         return "empty"
