@@ -20,7 +20,8 @@ from stm.core.stats import bootstrap_mean, paired_bootstrap
 DEFAULT_REFS = ["HEAD:results/embedded/smollm2/merging.json", "aff4624:results/embedded/smollm2-12l/merging.json",
                 "96bac76:results/embedded/smollm2-12l/merging.json",   # the 40-minute recipe
                 "e739c7c:results/embedded/smollm2-12l/merging.json",   # the 32-minute one, LoRA on every layer (README)
-                "59a1c57:results/embedded/smollm2-12l/merging.json"]   # the run before: Med-Synth's questions unfiltered
+                "59a1c57:results/embedded/smollm2-12l/merging.json",   # Med-Synth's questions unfiltered
+                "2912115:results/embedded/smollm2-12l/merging.json"]   # the run before: 3 TIES candidates, Linear chosen
 
 
 def at(ref: str) -> dict:
