@@ -32,6 +32,10 @@ from stm.merging.stage import expert_adapters
 from stm.paths import setup_environment
 
 
+def _key(weights, densities) -> tuple:
+    return tuple(weights), tuple(densities or ())
+
+
 def _half(per_query: dict, parity: int) -> dict:
     """Every other query of each task (sorted ids), as a record paired_bootstrap reads."""
     return {"per_query_ndcg_at_10": {t: {q: v for i, (q, v) in enumerate(sorted(qs.items())) if i % 2 == parity}
@@ -62,10 +66,10 @@ def main():
            "methods": {}}
     for method in args.methods:
         m = get_method(method)
-        scored: dict[tuple, dict] = {}
+        scored: dict[tuple, dict] = {}  # (weights, densities) -> the candidate's row, each scored once
 
-        def score(c: Candidate, m=m, scored=scored) -> float:
-            key = (tuple(c.weights), tuple(c.densities or ()))
+        def row(c: Candidate, m=m, scored=scored) -> dict:
+            key = _key(c.weights, c.densities)
             if key not in scored:
                 t = time.perf_counter()
                 r = evaluate(Encoder(merger.merge(m, c.weights, c.densities), "candidate", ecfg.batch_size,
@@ -74,29 +78,28 @@ def main():
                                "score": dev_score(r, mcfg.search.ndcg_weight), "ndcg_at_10": r.averages["all"],
                                "seconds": round(time.perf_counter() - t, 1),
                                "per_query_ndcg_at_10": r.per_query_ndcg_at_10}
-            return scored[key]["score"]
+            return scored[key]
+
+        def score(c: Candidate, row=row) -> float:
+            return row(c)["score"]
 
         main_line = report.methods.get(method)
-        chosen = None
-        if main_line is not None:
-            c = Candidate(list(main_line.chosen.weights), main_line.chosen.densities)
-            score(c)
-            chosen = scored[(tuple(c.weights), tuple(c.densities or ()))]
+        chosen = row(Candidate(list(main_line.chosen.weights), main_line.chosen.densities)) if main_line else None
         grid = search("grid", score, len(names), mcfg.search.model_copy(update={"budget": args.grid, "seed": 99}),
                       m.uses_density)
-        best = max((scored[(tuple(h["weights"]), tuple(h["densities"] or ()))] for h in grid), key=lambda r: r["score"])
+        best = max((row(Candidate(h["weights"], h["densities"])) for h in grid), key=lambda r: r["score"])
+        summary = ("weights", "densities", "score", "ndcg_at_10")
         entry = {"candidates": [{k: v for k, v in r.items() if k != "per_query_ndcg_at_10"} for r in scored.values()],
-                 "grid_best": {k: best[k] for k in ("weights", "densities", "score", "ndcg_at_10")},
+                 "grid_best": {k: best[k] for k in summary},
                  "seconds_per_candidate": round(sum(r["seconds"] for r in scored.values()) / len(scored), 1)}
         if chosen is not None:
-            entry["main_line_chosen"] = {k: chosen[k] for k in ("weights", "densities", "score", "ndcg_at_10")}
+            entry["main_line_chosen"] = {k: chosen[k] for k in summary}
             entry["grid_best_vs_chosen"] = paired_bootstrap(best, chosen)
-            held_out = []
+            ck, held_out = _key(chosen["weights"], chosen["densities"]), []
             for pick in (0, 1):  # choose on one half of the queries, score on the other
                 halves = {k: (_half(r["per_query_ndcg_at_10"], pick), _half(r["per_query_ndcg_at_10"], 1 - pick))
                           for k, r in scored.items()}
                 k = max(halves, key=lambda k: _mean(halves[k][0]))
-                ck = (tuple(chosen["weights"]), tuple(chosen["densities"] or ()))
                 held_out.append({"picked_on_half": pick, "weights": list(k[0]), "densities": list(k[1]) or None,
                                  "held_out_ndcg_at_10": round(_mean(halves[k][1]), 4),
                                  "chosen_held_out_ndcg_at_10": round(_mean(halves[ck][1]), 4),
